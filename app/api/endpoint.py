@@ -1,0 +1,120 @@
+"""The ``endpoint`` decorator: auth, body and query parsing, and the OpenAPI registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel
+
+from app.api.errors import BadRequestBody
+from app.services.auth import authenticate_key
+from app.services.principal import Principal
+
+
+@dataclass
+class Operation:
+    """What /openapi.json says about one route."""
+
+    rule: str
+    method: str
+    summary: str
+    tag: str
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    responses: dict[int, type[BaseModel] | None]
+    auth: bool
+    roles: tuple[str, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+OPERATIONS: list[Operation] = []
+
+
+def bearer_principal() -> Principal:
+    """Authenticate the request's ``Authorization: Bearer`` key."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    raw = token.strip() if scheme.lower() == "bearer" else None
+    return authenticate_key(raw)
+
+
+def read_json_body() -> Any:
+    """The body parsed as JSON; 400 when it is not JSON (an empty body reads as {})."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequestBody("request body is not valid JSON") from None
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    data = read_json_body()
+    if not isinstance(data, dict):
+        raise BadRequestBody(f"request body must be a JSON object, got {type(data).__name__}")
+    return model.model_validate(data)
+
+
+def parse_query(model: type[BaseModel]) -> BaseModel:
+    raw = {key: request.args.getlist(key) for key in request.args}
+    flat = {key: values[0] if len(values) == 1 else values for key, values in raw.items()}
+    return model.model_validate(flat)
+
+
+def endpoint(
+    bp: Blueprint,
+    rule: str,
+    method: str,
+    *,
+    summary: str,
+    tag: str,
+    responses: dict[int, type[BaseModel] | None],
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    auth: bool = True,
+    roles: tuple[str, ...] = (),
+    headers: dict[str, str] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a JSON route; the view gets ``principal``, ``body`` and ``query`` as asked."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        OPERATIONS.append(
+            Operation(
+                rule=(bp.url_prefix or "") + rule,
+                method=method.lower(),
+                summary=summary,
+                tag=tag,
+                body=body,
+                query=query,
+                responses=responses,
+                auth=auth,
+                roles=roles,
+                headers=headers or {},
+            )
+        )
+
+        @wraps(view)
+        def wrapped(**path_args: Any) -> Response | tuple[Any, int]:
+            kwargs: dict[str, Any] = dict(path_args)
+            if auth:
+                kwargs["principal"] = bearer_principal()
+            if body is not None:
+                kwargs["body"] = parse_body(body)
+            if query is not None:
+                kwargs["query"] = parse_query(query)
+            result = view(**kwargs)
+            if isinstance(result, Response):
+                return result
+            payload, status = result if isinstance(result, tuple) else (result, 200)
+            return jsonify(payload), status
+
+        bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapped, methods=[method])
+        return wrapped
+
+    return decorate

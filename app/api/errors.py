@@ -1,0 +1,99 @@
+"""One error shape for the JSON API: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.extensions import db
+from app.services.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[DomainError], int] = {
+    NotAuthenticated: 401,
+    NotPermitted: 403,
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,
+}
+
+
+class BadRequestBody(DomainError):
+    """The body is not JSON, or not a JSON object."""
+
+    code = "bad_request"
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, "details": details or []}})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ains"'
+    return response
+
+
+def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+    """Pydantic errors as [{field, message}], naming each field by its path."""
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(p) for p in err["loc"])
+        field = f"{prefix}{path}" if path else (prefix.rstrip(".") or None)
+        details.append({"field": field, "message": err["msg"]})
+    return details
+
+
+def wants_json() -> bool:
+    """API paths and JSON clients get JSON errors; browsers get the UI's pages."""
+    path = request.path
+    return (
+        path.startswith(("/ains/", "/aitp/", "/health", "/openapi"))
+        or request.accept_mimetypes.best == "application/json"
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def domain_error(exc: DomainError) -> Response:
+        db.session.rollback()
+        status = 400 if isinstance(exc, BadRequestBody) else STATUS_OF.get(type(exc), 400)
+        return error_response(status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(ValidationError)
+    def pydantic_error(exc: ValidationError) -> Response:
+        db.session.rollback()
+        details = validation_details(exc)
+        fields = ", ".join(sorted({d["field"] or "body" for d in details}))
+        return error_response(422, "validation_error", f"invalid fields: {fields}", details)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response | HTTPException:
+        if not wants_json():
+            return exc
+        db.session.rollback()
+        code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.code or 500, (exc.name or "error").lower().replace(" ", "_")
+        )
+        response = error_response(exc.code or 500, code, exc.description or exc.name)
+        if exc.code == 429 and exc.response is not None and "Retry-After" in exc.response.headers:
+            response.headers["Retry-After"] = exc.response.headers["Retry-After"]
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        db.session.rollback()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the server failed; the error was logged")

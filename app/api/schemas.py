@@ -1,0 +1,275 @@
+"""Request and response models: they validate requests and generate /openapi.json."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+CapabilityName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+]
+TaskStatusName = Literal["PENDING", "ASSIGNED", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"]
+RoutingStrategy = Literal["round_robin", "least_loaded", "trust_weighted", "fastest_response"]
+
+
+class Body(BaseModel):
+    """Request bodies: strict types, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query strings: values arrive as text, so numbers are coerced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CapabilityIn(Body):
+    name: CapabilityName = Field(description="e.g. report-v1")
+    version: str | None = Field(None, max_length=50)
+    description: str | None = Field(None, max_length=2000)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    pricing_model: str | None = Field(None, max_length=50)
+    price: float | None = Field(None, ge=0)
+
+
+class AgentRegister(Body):
+    display_name: Name
+    public_key: str = Field(min_length=1, max_length=10_000)
+    capabilities: list[CapabilityIn] = Field(default_factory=list, max_length=100)
+    max_concurrent_tasks: int = Field(1, ge=1, le=100)
+
+
+class Heartbeat(Body):
+    timestamp: int | datetime | None = Field(None, description="epoch seconds or ISO 8601")
+    status: Literal["ACTIVE", "DEGRADED", "OFFLINE"]
+    uptime_ms: int = Field(0, ge=0)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClaimRequest(Body):
+    max_tasks: int = Field(1, ge=1, le=100)
+    wait_seconds: float = Field(0, ge=0, le=30, description="long poll: return as soon as a task is claimed")
+
+
+class TaskSubmit(Body):
+    client_id: Name | None = Field(None, description="required for admin keys; a client key's own id by default")
+    task_type: Name
+    capability_required: CapabilityName
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(5, ge=1, le=10)
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_policy: Literal["exponential", "linear", "fixed"] = "exponential"
+    timeout_seconds: int = Field(300, ge=1, le=3600)
+    routing_strategy: RoutingStrategy | None = None
+
+
+class BatchSubmit(Body):
+    tasks: list[dict[str, Any]] = Field(min_length=1, max_length=100, description="each item is a TaskSubmit")
+    atomic: bool = Field(False, description="all or nothing")
+
+
+class ProgressReport(Body):
+    progress: int = Field(ge=0, le=100)
+    message: str | None = Field(None, max_length=2000)
+    attempt: int | None = Field(None, ge=1, description="the claim's attempt; a stale one is a 409")
+
+
+class CompleteReport(Body):
+    result_data: dict[str, Any] = Field(default_factory=dict)
+    attempt: int | None = Field(None, ge=1)
+
+
+class FailReport(Body):
+    error_message: str = Field(min_length=1, max_length=10_000)
+    retryable: bool = True
+    attempt: int | None = Field(None, ge=1)
+
+
+class CancelRequest(Body):
+    reason: str | None = Field(None, max_length=2000)
+
+
+class PriorityUpdate(Body):
+    priority: int = Field(ge=1, le=10)
+
+
+class TaskListQuery(Query):
+    status: TaskStatusName | None = None
+    client_id: str | None = Field(None, max_length=200)
+    capability: str | None = Field(None, max_length=200)
+    agent_id: str | None = Field(None, max_length=40)
+    priority: int | None = Field(None, ge=1, le=10)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=500)
+
+
+class AgentListQuery(Query):
+    status: Literal["AVAILABLE", "BUSY", "INACTIVE"] | None = None
+
+
+# Responses. tests/api/test_openapi.py checks that to_dict() output validates against them.
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CapabilityOut(Out):
+    capability_id: str
+    name: str
+    version: str | None
+    description: str | None
+    input_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None
+    pricing_model: str | None
+    price: float | None
+    created_at: datetime
+
+
+class AgentOut(Out):
+    agent_id: str
+    display_name: str
+    public_key: str
+    status: Literal["AVAILABLE", "BUSY", "INACTIVE"]
+    health_status: str | None
+    last_heartbeat: datetime | None
+    uptime_ms: int | None
+    max_concurrent_tasks: int
+    active_tasks: int
+    trust_score: float
+    total_tasks_completed: int
+    total_tasks_failed: int
+    avg_completion_time_seconds: float | None
+    last_task_completed_at: datetime | None
+    capabilities: list[CapabilityOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentRegistered(Out):
+    agent_id: str
+    api_key: str = Field(description="bound to this agent; shown once")
+    agent: AgentOut
+
+
+class AgentList(Out):
+    agents: list[AgentOut]
+    total: int
+
+
+class HeartbeatAck(Out):
+    acknowledged: bool
+    next_heartbeat_in: int
+    agent_health_status: str
+    agent_status: str
+    last_heartbeat: datetime
+    cancelled_task_ids: list[str]
+
+
+class TaskEventOut(Out):
+    event_id: int
+    at: datetime
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str | None
+    data: dict[str, Any] | None
+
+
+class TaskOut(Out):
+    task_id: str
+    client_id: str
+    task_type: str
+    capability_required: str
+    input_data: dict[str, Any]
+    priority: int
+    status: TaskStatusName
+    assigned_agent_id: str | None
+    attempt: int
+    lease_expires_at: datetime | None
+    progress: int | None
+    progress_message: str | None
+    result_data: dict[str, Any] | None
+    error_message: str | None
+    max_retries: int
+    retry_count: int
+    retry_policy: str
+    next_retry_at: datetime | None
+    timeout_seconds: int
+    routing_strategy: str | None
+    created_at: datetime
+    updated_at: datetime
+    claimed_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    cancelled_by: str | None
+    cancellation_reason: str | None
+
+
+class TaskDetail(TaskOut):
+    events: list[TaskEventOut]
+
+
+class TaskPageOut(Out):
+    tasks: list[TaskOut]
+    next_cursor: str | None
+    limit: int
+
+
+class ClaimOut(Out):
+    tasks: list[TaskOut]
+    cancelled_task_ids: list[str]
+
+
+class BatchItemOut(Out):
+    index: int
+    task_id: str
+    status: str
+    client_id: str
+    created_at: datetime
+
+
+class BatchFailureOut(Out):
+    index: int
+    error: str
+    details: list[dict[str, Any]]
+
+
+class BatchOut(Out):
+    submitted: list[BatchItemOut]
+    failed: list[BatchFailureOut]
+
+
+class QueueMetricsOut(Out):
+    tasks_by_priority: dict[str, int]
+    queue_depth_by_priority: dict[str, int]
+    avg_wait_time_by_priority: dict[str, float]
+    tasks_by_status: dict[str, int]
+    generated_at: datetime
+
+
+class ErrorDetail(Out):
+    field: str | None = None
+    message: str
+
+
+class ErrorBody(Out):
+    code: str
+    message: str
+    details: list[dict[str, Any]]
+
+
+class ErrorOut(Out):
+    error: ErrorBody
+
+
+class HealthOut(Out):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str]

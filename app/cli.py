@@ -1,0 +1,99 @@
+"""Flask CLI: keys, users, and ``serve`` (web + worker + clock [+ sample agent])."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from flask import Flask, current_app
+
+from app.models import Role
+from app.services import auth
+from app.services.errors import InvalidInput
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(keys)
+    app.cli.add_command(users)
+    app.cli.add_command(serve)
+
+
+@click.group(help="API keys.")
+def keys() -> None:
+    pass
+
+
+@keys.command("create", help="Create an API key; the key is printed alone on the last line.")
+@click.option("--role", type=click.Choice(Role.ALL), required=True)
+@click.option("--name", required=True)
+@click.option("--client-id", default=None, help="required for --role client")
+def create_key(role: str, name: str, client_id: str | None) -> None:
+    try:
+        key, raw = auth.create_api_key(name=name, role=role, client_id=client_id)
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message) from None
+    click.echo(f"Created {role} key {key.id} ({name}); it is shown once:", err=True)
+    click.echo(raw)
+
+
+@click.group(help="Operator accounts.")
+def users() -> None:
+    pass
+
+
+@users.command("create", help="Create an operator account.")
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--role", type=click.Choice(["admin", "operator", "viewer"]), default="admin")
+def create_user(email: str, password: str, role: str) -> None:
+    try:
+        user = auth.create_user(email, password, role=role)
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message) from None
+    click.echo(f"Created {user.role} {user.email}")
+
+
+@users.command("ensure-admin", help="Create the first operator unless one exists.")
+def ensure_admin() -> None:
+    config = current_app.config
+    user, generated = auth.ensure_admin(config["ADMIN_EMAIL"], config["ADMIN_PASSWORD"])
+    if generated:
+        click.echo("=" * 60)
+        click.echo("Operator account created. Sign in at the UI with:")
+        click.echo(f"  email:    {user.email}")
+        click.echo(f"  password: {generated}")
+        click.echo("This password is shown once; change it with `flask users create`.")
+        click.echo("=" * 60)
+    else:
+        click.echo(f"Operator account: {user.email}")
+
+
+@click.command(help="Run web, worker and clock from the Procfile (and a sample agent).")
+@click.option("--with-agent/--no-agent", default=True, help="also run one sample agent")
+@click.option("--capability", default="report-v1", show_default=True)
+def serve(with_agent: bool, capability: str) -> None:
+    from honcho.manager import Manager
+
+    from app.lib.procfile import read_procfile
+
+    env = dict(os.environ)
+    # Every process must share the one Redis this app resolved (maybe the embedded one).
+    env["REDIS_URL"] = current_app.config["REDIS_URL"]
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    manager = Manager()
+    for name, command in read_procfile("Procfile").items():
+        if name != "release":
+            manager.add_process(name, command, env=env)
+    if with_agent:
+        _, raw = auth.create_api_key(name="sample agent (make run)", role=Role.AGENT)
+        port = current_app.config["PORT"]
+        manager.add_process(
+            "agent",
+            f"{sys.executable} -m agent_client.sample_agent --api http://127.0.0.1:{port} "
+            f"--capability {capability} --key {raw}",
+            env=env,
+        )
+    click.echo(f"AINS UI: http://localhost:{current_app.config['PORT']}/")
+    manager.loop()
+    sys.exit(manager.returncode)

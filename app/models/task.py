@@ -1,0 +1,168 @@
+"""Tasks and their event history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.lib.clock import isoformat, utcnow
+from app.models.base import BigIntPK, JSONType, UTCDateTime
+
+
+class TaskStatus:
+    PENDING = "PENDING"
+    ASSIGNED = "ASSIGNED"
+    ACTIVE = "ACTIVE"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    BLOCKED = "BLOCKED"
+    ALL = (PENDING, ASSIGNED, ACTIVE, COMPLETED, FAILED, CANCELLED, BLOCKED)
+    TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+    WAITING = frozenset({PENDING, ASSIGNED, BLOCKED})
+
+
+RETRY_POLICIES = ("exponential", "linear", "fixed")
+
+
+class Task(db.Model):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # The claim query: PENDING tasks of a capability in queue order.
+        Index("ix_tasks_claim", "status", "capability_required", "queue_key"),
+        Index("ix_tasks_agent_status", "assigned_agent_id", "status"),
+        Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_status_created", "status", "created_at", "id"),
+        Index("ix_tasks_client_created", "client_id", "created_at", "id"),
+        Index("ix_tasks_status_lease", "status", "lease_expires_at"),
+        Index("ix_tasks_next_retry", "next_retry_at"),
+        UniqueConstraint("client_id", "idempotency_key", name="uq_tasks_client_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(200))
+    task_type: Mapped[str] = mapped_column(String(200))
+    capability_required: Mapped[str] = mapped_column(String(200))
+    input_data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
+    # Claim order: enqueue time (µs) minus priority × aging period, so a task gains one
+    # priority level per aging period waited while the column stays static and indexable.
+    queue_key: Mapped[int] = mapped_column(BigInteger)
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    retry_policy: Mapped[str] = mapped_column(String(16), default="exponential")
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    routing_strategy: Mapped[str | None] = mapped_column(String(40))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    assigned_agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    progress: Mapped[int | None] = mapped_column(Integer)
+    progress_message: Mapped[str | None] = mapped_column(Text)
+    result_data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_by: Mapped[str | None] = mapped_column(String(100))
+    cancellation_reason: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TaskStatus.TERMINAL
+
+    def transition(
+        self,
+        to_status: str,
+        *,
+        actor: str,
+        now: datetime,
+        reason: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> TaskEvent:
+        """Move to ``to_status`` and write the event row that records it."""
+        event = TaskEvent(
+            task_id=self.id,
+            at=now,
+            from_status=self.status,
+            to_status=to_status,
+            actor=actor,
+            reason=reason,
+            data=data,
+        )
+        self.status = to_status
+        self.updated_at = now
+        db.session.add(event)
+        return event
+
+    def to_dict(self, *, events: list[TaskEvent] | None = None) -> dict[str, Any]:
+        data = {
+            "task_id": self.id,
+            "client_id": self.client_id,
+            "task_type": self.task_type,
+            "capability_required": self.capability_required,
+            "input_data": self.input_data,
+            "priority": self.priority,
+            "status": self.status,
+            "assigned_agent_id": self.assigned_agent_id,
+            "attempt": self.attempt,
+            "lease_expires_at": isoformat(self.lease_expires_at),
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "result_data": self.result_data,
+            "error_message": self.error_message,
+            "max_retries": self.max_retries,
+            "retry_count": self.retry_count,
+            "retry_policy": self.retry_policy,
+            "next_retry_at": isoformat(self.next_retry_at),
+            "timeout_seconds": self.timeout_seconds,
+            "routing_strategy": self.routing_strategy,
+            "created_at": isoformat(self.created_at),
+            "updated_at": isoformat(self.updated_at),
+            "claimed_at": isoformat(self.claimed_at),
+            "completed_at": isoformat(self.completed_at),
+            "cancelled_at": isoformat(self.cancelled_at),
+            "cancelled_by": self.cancelled_by,
+            "cancellation_reason": self.cancellation_reason,
+        }
+        if events is not None:
+            data["events"] = [e.to_dict() for e in events]
+        return data
+
+
+class TaskEvent(db.Model):
+    """One row per transition: who, when, why. Metrics, webhooks and the UI read these."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_task_events_task", "task_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.id,
+            "at": isoformat(self.at),
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "actor": self.actor,
+            "reason": self.reason,
+            "data": self.data,
+        }

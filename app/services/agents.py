@@ -1,0 +1,138 @@
+"""Agent registration, capabilities and heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.lib.clock import utcnow
+from app.lib.tokens import new_id
+from app.models import HEALTH_TO_STATUS, Agent, AgentStatus, Capability, Role
+from app.services.auth import create_api_key
+from app.services.errors import Conflict, NotFound, NotPermitted
+from app.services.principal import Principal, require_agent
+
+
+def register_agent(
+    principal: Principal,
+    *,
+    display_name: str,
+    public_key: str,
+    capabilities: list[dict[str, Any]],
+    max_concurrent_tasks: int,
+    now: datetime | None = None,
+) -> tuple[Agent, str]:
+    """Register an agent; return it and a new API key bound to it (shown once)."""
+    principal.require_role(Role.AGENT)
+    if principal.agent_id is not None:
+        raise NotPermitted("a key bound to one agent cannot register other agents")
+    now = now or utcnow()
+    if db.session.scalars(db.select(Agent.id).where(Agent.public_key == public_key)).first():
+        raise Conflict("an agent with this public_key is already registered")
+    agent = Agent(
+        id=new_id("agent"),
+        display_name=display_name,
+        public_key=public_key,
+        status=AgentStatus.AVAILABLE,
+        max_concurrent_tasks=max_concurrent_tasks,
+        registered_by_key_id=principal.key_id,
+        last_heartbeat=now,
+        metrics={},
+        created_at=now,
+        updated_at=now,
+    )
+    for cap in capabilities:
+        agent.capabilities.append(Capability(id=new_id("cap"), created_at=now, **cap))
+    db.session.add(agent)
+    _, raw_key = create_api_key(
+        name=f"agent {display_name}", role=Role.AGENT, agent_id=agent.id, commit=False
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("an agent with this public_key is already registered") from None
+    return agent, raw_key
+
+
+def get_agent(principal: Principal, agent_id: str) -> Agent:
+    """An agent the principal may see: admins and clients see all, agent keys their own."""
+    if principal.role == Role.AGENT:
+        return require_agent(principal, agent_id)
+    agent = db.session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"agent {agent_id!r} not found")
+    return agent
+
+
+def list_agents(principal: Principal, *, status: str | None = None) -> list[Agent]:
+    """Agents visible to the principal, newest first."""
+    query = db.select(Agent).order_by(Agent.created_at.desc(), Agent.id)
+    if principal.role == Role.AGENT:
+        if principal.agent_id is not None:
+            query = query.where(Agent.id == principal.agent_id)
+        else:
+            query = query.where(Agent.registered_by_key_id == principal.key_id)
+    if status:
+        query = query.where(Agent.status == status)
+    return list(db.session.scalars(query))
+
+
+def upsert_capability(
+    principal: Principal, agent_id: str, fields: dict[str, Any], now: datetime | None = None
+) -> Capability:
+    """Add a capability to an agent, replacing one of the same name."""
+    agent = require_agent(principal, agent_id)
+    now = now or utcnow()
+    cap = next((c for c in agent.capabilities if c.name == fields["name"]), None)
+    if cap is None:
+        cap = Capability(id=new_id("cap"), created_at=now, **fields)
+        agent.capabilities.append(cap)
+    else:
+        for name, value in fields.items():
+            setattr(cap, name, value)
+    agent.updated_at = now
+    db.session.commit()
+    return cap
+
+
+def record_heartbeat(
+    principal: Principal,
+    agent_id: str,
+    *,
+    health_status: str,
+    uptime_ms: int,
+    metrics: dict[str, Any],
+    interval_seconds: int,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Record a heartbeat (seed 002 mapping) and tell the agent what to stop."""
+    agent = require_agent(principal, agent_id)
+    now = now or utcnow()
+    agent.last_heartbeat = now
+    agent.health_status = health_status
+    agent.status = HEALTH_TO_STATUS[health_status]
+    agent.uptime_ms = uptime_ms
+    agent.metrics = metrics
+    agent.updated_at = now
+    db.session.commit()
+    return {
+        "acknowledged": True,
+        "next_heartbeat_in": interval_seconds,
+        "agent_health_status": health_status,
+        "agent_status": agent.status,
+        "last_heartbeat": agent.last_heartbeat.isoformat(),
+        "cancelled_task_ids": cancelled_task_ids(agent.id),
+    }
+
+
+def cancelled_task_ids(agent_id: str) -> list[str]:
+    """Running tasks of this agent that it must stop.
+
+    Only waiting tasks can be cancelled so far (see dispatch.cancel_task), so no running
+    task is ever in this list yet; the field is part of the protocol agents implement now.
+    """
+    return []
