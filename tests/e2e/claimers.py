@@ -1,0 +1,54 @@
+"""Claim loops run in threads or separate processes by the exactly-once tests."""
+
+from __future__ import annotations
+
+import uuid
+
+from app.extensions import db
+from app.services import agents, dispatch
+from app.services.auth import create_api_key
+from app.services.principal import Principal
+
+
+def register(capability: str, slots: int) -> tuple[Principal, str]:
+    """A fresh agent with its own bound key (inside an app context)."""
+    key, _ = create_api_key(name="fleet", role="agent")
+    fleet = Principal(role="agent", name="fleet", key_id=key.id)
+    agent, _ = agents.register_agent(
+        fleet, display_name="claimer", public_key=uuid.uuid4().hex,
+        capabilities=[{"name": capability}], max_concurrent_tasks=slots,
+    )
+    return Principal(role="agent", name="claimer", key_id=None, agent_id=agent.id), agent.id
+
+
+def drain(capability: str, batch: int) -> list[str]:
+    """Claim and complete until nothing is left; return every task id this loop claimed."""
+    principal, agent_id = register(capability, batch)
+    claimed: list[str] = []
+    empty_rounds = 0
+    while empty_rounds < 3:
+        tasks = dispatch.claim_tasks(principal, agent_id, batch)
+        if not tasks:
+            empty_rounds += 1
+            continue
+        empty_rounds = 0
+        ids = [t.id for t in tasks]
+        claimed.extend(ids)
+        for task_id in ids:
+            dispatch.complete_task(principal, task_id, {"by": agent_id})
+    db.session.remove()
+    return claimed
+
+
+def drain_in_process(database_url: str, redis_url: str, capability: str, batch: int) -> list[str]:
+    """Entry point for a spawned process: its own app, engine and connections."""
+    import os
+
+    os.environ["TEST_DATABASE_URL"] = database_url
+    os.environ["TEST_REDIS_URL"] = redis_url
+    from app import create_app
+    from app.config import TestConfig
+
+    app = create_app(TestConfig)
+    with app.app_context():
+        return drain(capability, batch)
