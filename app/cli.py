@@ -88,11 +88,12 @@ def serve(with_agent: bool, capability: str) -> None:
     if with_agent:
         _, raw = auth.create_api_key(name="sample agent (make run)", role=Role.AGENT)
         port = current_app.config["PORT"]
+        # The key travels in the environment, not the command line, so `ps` does not show it.
         manager.add_process(
             "agent",
             f"{sys.executable} -m agent_client.sample_agent --api http://127.0.0.1:{port} "
-            f"--capability {capability} --key {raw}",
-            env=env,
+            f"--capability {capability}",
+            env={**env, "AINS_API_KEY": raw},
         )
     click.echo(f"AINS UI: http://localhost:{current_app.config['PORT']}/")
     manager.loop()
