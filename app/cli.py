@@ -54,6 +54,17 @@ def create_user(email: str, password: str, role: str) -> None:
     click.echo(f"Created {user.role} {user.email}")
 
 
+@users.command("set-password", help="Set an operator's password.")
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def set_password(email: str, password: str) -> None:
+    try:
+        auth.set_password(email, password)
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message) from None
+    click.echo(f"Password changed for {email}")
+
+
 @users.command("ensure-admin", help="Create the first operator unless one exists.")
 def ensure_admin() -> None:
     config = current_app.config
@@ -63,7 +74,7 @@ def ensure_admin() -> None:
         click.echo("Operator account created. Sign in at the UI with:")
         click.echo(f"  email:    {user.email}")
         click.echo(f"  password: {generated}")
-        click.echo("This password is shown once; change it with `flask users create`.")
+        click.echo("It is shown once; change it with `flask --app wsgi users set-password`.")
         click.echo("=" * 60)
     else:
         click.echo(f"Operator account: {user.email}")
@@ -81,6 +92,8 @@ def serve(with_agent: bool, capability: str) -> None:
     # Every process must share the one Redis this app resolved (maybe the embedded one).
     env["REDIS_URL"] = current_app.config["REDIS_URL"]
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Procfile commands (gunicorn, python) resolve to this virtualenv's executables.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     manager = Manager()
     for name, command in read_procfile("Procfile").items():
         if name != "release":

@@ -88,6 +88,18 @@ def create_user(email: str, password: str, *, role: str = "admin") -> User:
     return user
 
 
+def set_password(email: str, password: str) -> User:
+    """Change an operator's password."""
+    user = db.session.scalars(db.select(User).where(User.email == email.strip().lower())).first()
+    if user is None:
+        raise InvalidInput(f"no user with email {email!r}")
+    if len(password) < 8:
+        raise InvalidInput("password must be at least 8 characters")
+    user.set_password(password)
+    db.session.commit()
+    return user
+
+
 def ensure_admin(email: str | None, password: str | None) -> tuple[User, str | None]:
     """Make sure an operator exists; return it and the generated password, if one was made."""
     existing = db.session.scalars(db.select(User).order_by(User.id)).first()
