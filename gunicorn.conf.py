@@ -11,3 +11,6 @@ timeout = 60
 graceful_timeout = 35
 keepalive = 75
 accesslog = "-"
+# The control socket lives at one fixed path per user; several servers on a host (tests,
+# benchmarks, two apps) would fight over it, and nothing here uses it.
+control_socket_disable = True

@@ -17,7 +17,8 @@ def main() -> None:
     connection = redis_client(app.config["REDIS_URL"])
     queue = Queue(app.config["RQ_QUEUE"], connection=connection)
     worker = SimpleWorker([queue], connection=connection)
-    worker.work(logging_level="INFO")
+    # RQ logs three lines per job at INFO; a tick every second would drown the log.
+    worker.work(logging_level="WARNING")
 
 
 if __name__ == "__main__":
