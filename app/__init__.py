@@ -29,7 +29,9 @@ def create_app(config_class: type = Config) -> Flask:
     app.config.from_object(config_class)
     app.config["REDIS_URL"] = resolve_redis_url(app.config["REDIS_URL"])
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)

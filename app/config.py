@@ -17,7 +17,9 @@ class ConfigError(ValueError):
     """A configuration value from the environment is invalid."""
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """Read an integer variable, failing loudly on a bad value."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -53,7 +55,9 @@ def normalise_database_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if not (url.startswith("postgresql+psycopg://") or url.startswith("sqlite:")):
-        raise ConfigError(f"DATABASE_URL must be a postgres:// or sqlite: URL, got {url.split(':')[0]!r}")
+        raise ConfigError(
+            f"DATABASE_URL must be a postgres:// or sqlite: URL, got {url.split(':')[0]!r}"
+        )
     return url
 
 

@@ -49,7 +49,9 @@ class Clock(Scheduler):
     def enqueue_jobs(self) -> list[Any]:
         self.ensure_periodic_jobs()
         with app_context():
-            lifecycle.record_process_beat("clock", {"host": socket.gethostname(), "pid": os.getpid()})
+            lifecycle.record_process_beat(
+                "clock", {"host": socket.gethostname(), "pid": os.getpid()}
+            )
         return super().enqueue_jobs()
 
 

@@ -44,7 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"database: {'PostgreSQL' if IS_POSTGRES else 'SQLite'} ({TestConfig.SQLALCHEMY_DATABASE_URI.split('@')[-1]})"]
+    where = TestConfig.SQLALCHEMY_DATABASE_URI.split("@")[-1]
+    return [f"database: {'PostgreSQL' if IS_POSTGRES else 'SQLite'} ({where})"]
 
 
 def reset_schema(app: Flask) -> None:
@@ -68,6 +69,11 @@ def app() -> Iterator[Flask]:
     application = create_app(TestConfig)
     reset_schema(application)
     yield application
+    if not os.environ.get("TEST_REDIS_URL") and not os.environ.get("REDIS_URL"):
+        # The suite started the embedded Redis in its temporary instance folder: stop it.
+        from app.lib.embedded_redis import stop_embedded_redis
+
+        stop_embedded_redis(os.environ["AINS_INSTANCE_DIR"])
 
 
 def truncate_all(app: Flask) -> None:
@@ -124,6 +130,7 @@ class Personas:
 @pytest.fixture
 def personas(app: Flask) -> Personas:
     with app.app_context():
+
         def make(role: str, name: str, client_id: str | None = None) -> Persona:
             _, raw = create_api_key(name=name, role=role, client_id=client_id)
             return Persona(raw, role, client_id)
@@ -161,17 +168,24 @@ class Api:
         return self.call("PATCH", path, persona, **kwargs)
 
     def register_agent(
-        self, fleet: Persona, capabilities: tuple[str, ...] = ("report-v1",), slots: int = 1,
+        self,
+        fleet: Persona,
+        capabilities: tuple[str, ...] = ("report-v1",),
+        slots: int = 1,
         name: str = "agent",
     ) -> tuple[str, Persona]:
         """Register an agent; return its id and its own bound key."""
         import uuid
 
         response = self.post(
-            "/ains/agents", fleet,
-            json={"display_name": name, "public_key": uuid.uuid4().hex,
-                  "capabilities": [{"name": c} for c in capabilities],
-                  "max_concurrent_tasks": slots},
+            "/ains/agents",
+            fleet,
+            json={
+                "display_name": name,
+                "public_key": uuid.uuid4().hex,
+                "capabilities": [{"name": c} for c in capabilities],
+                "max_concurrent_tasks": slots,
+            },
         )
         assert response.status_code == 201, response.get_json()
         body = response.get_json()

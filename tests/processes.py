@@ -36,8 +36,14 @@ class Process:
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"{name}.log"
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1, start_new_session=True,
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -60,7 +66,7 @@ class Process:
                     if fragment in line:
                         return line
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None and not self._reader.is_alive():
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
                     tail = "\n".join(self.lines[-30:])
                     raise AssertionError(f"{self.name}: no line with {fragment!r}; output:\n{tail}")
                 self._cond.wait(min(remaining, 0.2))
@@ -108,8 +114,9 @@ class WebServer:
 def start_web(app: Flask, name: str = "web", **extra: str) -> WebServer:
     port = free_port()
     env = process_env(app, PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS="16", **extra)
-    process = Process(name, [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                             "wsgi:app"], env)
+    process = Process(
+        name, [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"], env
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -150,7 +157,17 @@ def start_agent(app: Flask, api_url: str, key: str, *args: str, name: str = "age
     """The real sample agent CLI as a subprocess."""
     return Process(
         name,
-        [sys.executable, "-m", "agent_client.sample_agent", "--api", api_url, "--key", key,
-         "--wait-seconds", "2", *args],
+        [
+            sys.executable,
+            "-m",
+            "agent_client.sample_agent",
+            "--api",
+            api_url,
+            "--key",
+            key,
+            "--wait-seconds",
+            "2",
+            *args,
+        ],
         process_env(app),
     )

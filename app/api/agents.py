@@ -28,8 +28,16 @@ from app.services.principal import Principal
 TAG = "Agents"
 
 
-@endpoint(bp, "/ains/agents", "POST", summary="Register an agent", tag=TAG, body=AgentRegister,
-          responses={201: AgentRegistered}, roles=("agent",))
+@endpoint(
+    bp,
+    "/ains/agents",
+    "POST",
+    summary="Register an agent",
+    tag=TAG,
+    body=AgentRegister,
+    responses={201: AgentRegistered},
+    roles=("agent",),
+)
 def register_agent(principal: Principal, body: AgentRegister) -> tuple[dict[str, Any], int]:
     agent, api_key = agent_service.register_agent(
         principal,
@@ -41,28 +49,54 @@ def register_agent(principal: Principal, body: AgentRegister) -> tuple[dict[str,
     return {"agent_id": agent.id, "api_key": api_key, "agent": agent.to_dict()}, 201
 
 
-@endpoint(bp, "/ains/agents", "GET", summary="List agents", tag=TAG, query=AgentListQuery,
-          responses={200: AgentList})
+@endpoint(
+    bp,
+    "/ains/agents",
+    "GET",
+    summary="List agents",
+    tag=TAG,
+    query=AgentListQuery,
+    responses={200: AgentList},
+)
 def list_agents(principal: Principal, query: AgentListQuery) -> dict[str, Any]:
     agents = agent_service.list_agents(principal, status=query.status)
     return {"agents": [a.to_dict() for a in agents], "total": len(agents)}
 
 
-@endpoint(bp, "/ains/agents/<agent_id>", "GET", summary="Get an agent", tag=TAG,
-          responses={200: AgentOut})
+@endpoint(
+    bp, "/ains/agents/<agent_id>", "GET", summary="Get an agent", tag=TAG, responses={200: AgentOut}
+)
 def get_agent(principal: Principal, agent_id: str) -> dict[str, Any]:
     return agent_service.get_agent(principal, agent_id).to_dict()
 
 
-@endpoint(bp, "/ains/agents/<agent_id>/capabilities", "POST", summary="Add or replace a capability",
-          tag=TAG, body=CapabilityIn, responses={201: CapabilityOut}, roles=("agent",))
-def add_capability(principal: Principal, agent_id: str, body: CapabilityIn) -> tuple[dict[str, Any], int]:
+@endpoint(
+    bp,
+    "/ains/agents/<agent_id>/capabilities",
+    "POST",
+    summary="Add or replace a capability",
+    tag=TAG,
+    body=CapabilityIn,
+    responses={201: CapabilityOut},
+    roles=("agent",),
+)
+def add_capability(
+    principal: Principal, agent_id: str, body: CapabilityIn
+) -> tuple[dict[str, Any], int]:
     cap = agent_service.upsert_capability(principal, agent_id, body.model_dump())
     return cap.to_dict(), 201
 
 
-@endpoint(bp, "/ains/agents/<agent_id>/heartbeat", "POST", summary="Send a heartbeat", tag=TAG,
-          body=Heartbeat, responses={200: HeartbeatAck}, roles=("agent",))
+@endpoint(
+    bp,
+    "/ains/agents/<agent_id>/heartbeat",
+    "POST",
+    summary="Send a heartbeat",
+    tag=TAG,
+    body=Heartbeat,
+    responses={200: HeartbeatAck},
+    roles=("agent",),
+)
 def heartbeat(principal: Principal, agent_id: str, body: Heartbeat) -> dict[str, Any]:
     return agent_service.record_heartbeat(
         principal,
@@ -74,9 +108,16 @@ def heartbeat(principal: Principal, agent_id: str, body: Heartbeat) -> dict[str,
     )
 
 
-@endpoint(bp, "/ains/agents/<agent_id>/tasks/claim", "POST",
-          summary="Claim tasks (long poll with wait_seconds)", tag=TAG, body=ClaimRequest,
-          responses={200: ClaimOut}, roles=("agent",))
+@endpoint(
+    bp,
+    "/ains/agents/<agent_id>/tasks/claim",
+    "POST",
+    summary="Claim tasks (long poll with wait_seconds)",
+    tag=TAG,
+    body=ClaimRequest,
+    responses={200: ClaimOut},
+    roles=("agent",),
+)
 def claim(principal: Principal, agent_id: str, body: ClaimRequest) -> dict[str, Any]:
     tasks = dispatch.claim_tasks_waiting(principal, agent_id, body.max_tasks, body.wait_seconds)
     return {

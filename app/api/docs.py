@@ -32,7 +32,9 @@ def operation_spec(op: Operation) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "summary": op.summary,
         "tags": [op.tag],
-        "operationId": f"{op.method}_{openapi_path(op.rule)}".replace("/", "_").replace("{", "").replace("}", ""),
+        "operationId": f"{op.method}_{openapi_path(op.rule)}".replace("/", "_")
+        .replace("{", "")
+        .replace("}", ""),
         "parameters": [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"<(?:[a-z]+:)?([a-z_]+)>", op.rule)
@@ -41,8 +43,13 @@ def operation_spec(op: Operation) -> dict[str, Any]:
     }
     for header, description in op.headers.items():
         spec["parameters"].append(
-            {"name": header, "in": "header", "required": False, "description": description,
-             "schema": {"type": "string", "maxLength": 200}}
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "description": description,
+                "schema": {"type": "string", "maxLength": 200},
+            }
         )
     if op.query is not None:
         schema = op.query.model_json_schema(ref_template=REF)
@@ -54,10 +61,16 @@ def operation_spec(op: Operation) -> dict[str, Any]:
     if op.body is not None:
         spec["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
+            "content": {
+                "application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}
+            },
         }
     for status, model in op.responses.items():
-        content = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}} if model else None
+        content = (
+            {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+            if model
+            else None
+        )
         spec["responses"][str(status)] = {"description": "OK" if status < 300 else "see body"}
         if content:
             spec["responses"][str(status)]["content"] = content

@@ -33,8 +33,15 @@ def check_dependencies() -> dict[str, str]:
     return checks
 
 
-@endpoint(bp, "/health", "GET", summary="Health of the web process and its dependencies",
-          tag="Operations", responses={200: HealthOut, 503: HealthOut}, auth=False)
+@endpoint(
+    bp,
+    "/health",
+    "GET",
+    summary="Health of the web process and its dependencies",
+    tag="Operations",
+    responses={200: HealthOut, 503: HealthOut},
+    auth=False,
+)
 def health() -> tuple[dict[str, Any], int]:
     checks = check_dependencies()
     healthy = all(v == "ok" for v in checks.values())

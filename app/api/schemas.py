@@ -11,7 +11,9 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 CapabilityName = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 ]
-TaskStatusName = Literal["PENDING", "ASSIGNED", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"]
+TaskStatusName = Literal[
+    "PENDING", "ASSIGNED", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"
+]
 RoutingStrategy = Literal["round_robin", "least_loaded", "trust_weighted", "fastest_response"]
 
 
@@ -53,11 +55,15 @@ class Heartbeat(Body):
 
 class ClaimRequest(Body):
     max_tasks: int = Field(1, ge=1, le=100)
-    wait_seconds: float = Field(0, ge=0, le=30, description="long poll: return as soon as a task is claimed")
+    wait_seconds: float = Field(
+        0, ge=0, le=30, description="long poll: return as soon as a task is claimed"
+    )
 
 
 class TaskSubmit(Body):
-    client_id: Name | None = Field(None, description="required for admin keys; a client key's own id by default")
+    client_id: Name | None = Field(
+        None, description="required for admin keys; a client key's own id by default"
+    )
     task_type: Name
     capability_required: CapabilityName
     input_data: dict[str, Any] = Field(default_factory=dict)
@@ -69,7 +75,9 @@ class TaskSubmit(Body):
 
 
 class BatchSubmit(Body):
-    tasks: list[dict[str, Any]] = Field(min_length=1, max_length=100, description="each item is a TaskSubmit")
+    tasks: list[dict[str, Any]] = Field(
+        min_length=1, max_length=100, description="each item is a TaskSubmit"
+    )
     atomic: bool = Field(False, description="all or nothing")
 
 

@@ -34,13 +34,24 @@ TAG = "Tasks"
 IDEMPOTENCY = {"Idempotency-Key": "replays return the original task instead of a new one"}
 
 
-@endpoint(bp, "/ains/tasks", "POST", summary="Submit a task", tag=TAG, body=TaskSubmit,
-          responses={201: TaskOut, 200: TaskOut}, roles=("client",), headers=IDEMPOTENCY)
+@endpoint(
+    bp,
+    "/ains/tasks",
+    "POST",
+    summary="Submit a task",
+    tag=TAG,
+    body=TaskSubmit,
+    responses={201: TaskOut, 200: TaskOut},
+    roles=("client",),
+    headers=IDEMPOTENCY,
+)
 def submit_task(principal: Principal, body: TaskSubmit) -> tuple[dict[str, Any], int]:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200):
-        raise InvalidInput("Idempotency-Key must be 1..200 characters",
-                           [{"field": "Idempotency-Key", "message": "1..200 characters"}])
+        raise InvalidInput(
+            "Idempotency-Key must be 1..200 characters",
+            [{"field": "Idempotency-Key", "message": "1..200 characters"}],
+        )
     task, created = dispatch.submit_task(principal, body.model_dump(), idempotency_key=key)
     return task.to_dict(), 201 if created else 200
 
@@ -48,7 +59,10 @@ def submit_task(principal: Principal, body: TaskSubmit) -> tuple[dict[str, Any],
 def validate_item(item: Any, index: int) -> dict[str, Any] | InvalidInput:
     """One batch item validated alone, so every bad item is reported by its index."""
     if not isinstance(item, dict):
-        return InvalidInput(f"item {index} must be an object", [{"field": f"tasks[{index}]", "message": "not an object"}])
+        return InvalidInput(
+            f"item {index} must be an object",
+            [{"field": f"tasks[{index}]", "message": "not an object"}],
+        )
     try:
         return TaskSubmit.model_validate(item).model_dump()
     except ValidationError as exc:
@@ -57,72 +71,157 @@ def validate_item(item: Any, index: int) -> dict[str, Any] | InvalidInput:
         return InvalidInput(f"Validation failed: {names}", details)
 
 
-@endpoint(bp, "/ains/tasks/batch", "POST", summary="Submit up to 100 tasks", tag=TAG,
-          body=BatchSubmit, responses={201: BatchOut}, roles=("client",))
+@endpoint(
+    bp,
+    "/ains/tasks/batch",
+    "POST",
+    summary="Submit up to 100 tasks",
+    tag=TAG,
+    body=BatchSubmit,
+    responses={201: BatchOut},
+    roles=("client",),
+)
 def submit_batch(principal: Principal, body: BatchSubmit) -> tuple[dict[str, Any], int]:
     items = [validate_item(item, i) for i, item in enumerate(body.tasks)]
     outcome = dispatch.submit_batch(principal, items, atomic=body.atomic)
     submitted = [
-        {"index": i, "task_id": t.id, "status": t.status, "client_id": t.client_id,
-         "created_at": isoformat(t.created_at)}
+        {
+            "index": i,
+            "task_id": t.id,
+            "status": t.status,
+            "client_id": t.client_id,
+            "created_at": isoformat(t.created_at),
+        }
         for i, t in outcome.submitted
     ]
     return {"submitted": submitted, "failed": outcome.failed}, 201
 
 
-@endpoint(bp, "/ains/tasks", "GET", summary="List tasks (newest first, keyset pages)", tag=TAG,
-          query=TaskListQuery, responses={200: TaskPageOut})
+@endpoint(
+    bp,
+    "/ains/tasks",
+    "GET",
+    summary="List tasks (newest first, keyset pages)",
+    tag=TAG,
+    query=TaskListQuery,
+    responses={200: TaskPageOut},
+)
 def list_tasks(principal: Principal, query: TaskListQuery) -> dict[str, Any]:
     filters = task_search.TaskFilters(
-        status=query.status, client_id=query.client_id, capability=query.capability,
-        agent_id=query.agent_id, priority=query.priority, created_after=query.created_after,
+        status=query.status,
+        client_id=query.client_id,
+        capability=query.capability,
+        agent_id=query.agent_id,
+        priority=query.priority,
+        created_after=query.created_after,
         created_before=query.created_before,
     )
     page = task_search.list_tasks(principal, filters, limit=query.limit, cursor=query.cursor)
-    return {"tasks": [t.to_dict() for t in page.tasks], "next_cursor": page.next_cursor, "limit": query.limit}
+    return {
+        "tasks": [t.to_dict() for t in page.tasks],
+        "next_cursor": page.next_cursor,
+        "limit": query.limit,
+    }
 
 
-@endpoint(bp, "/ains/tasks/<task_id>", "GET", summary="Get a task with its events", tag=TAG,
-          responses={200: TaskDetail})
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>",
+    "GET",
+    summary="Get a task with its events",
+    tag=TAG,
+    responses={200: TaskDetail},
+)
 def get_task(principal: Principal, task_id: str) -> dict[str, Any]:
     task, events = task_search.task_with_events(principal, task_id)
     return task.to_dict(events=events)
 
 
-@endpoint(bp, "/ains/tasks/<task_id>/progress", "POST", summary="Report progress", tag=TAG,
-          body=ProgressReport, responses={200: TaskOut}, roles=("agent",))
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>/progress",
+    "POST",
+    summary="Report progress",
+    tag=TAG,
+    body=ProgressReport,
+    responses={200: TaskOut},
+    roles=("agent",),
+)
 def report_progress(principal: Principal, task_id: str, body: ProgressReport) -> dict[str, Any]:
-    task = dispatch.report_progress(principal, task_id, body.progress, body.message, attempt=body.attempt)
+    task = dispatch.report_progress(
+        principal, task_id, body.progress, body.message, attempt=body.attempt
+    )
     return task.to_dict()
 
 
-@endpoint(bp, "/ains/tasks/<task_id>/complete", "POST", summary="Report the result", tag=TAG,
-          body=CompleteReport, responses={200: TaskOut}, roles=("agent",))
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>/complete",
+    "POST",
+    summary="Report the result",
+    tag=TAG,
+    body=CompleteReport,
+    responses={200: TaskOut},
+    roles=("agent",),
+)
 def complete_task(principal: Principal, task_id: str, body: CompleteReport) -> dict[str, Any]:
-    return dispatch.complete_task(principal, task_id, body.result_data, attempt=body.attempt).to_dict()
+    return dispatch.complete_task(
+        principal, task_id, body.result_data, attempt=body.attempt
+    ).to_dict()
 
 
-@endpoint(bp, "/ains/tasks/<task_id>/fail", "POST", summary="Report a failure", tag=TAG,
-          body=FailReport, responses={200: TaskOut}, roles=("agent",))
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>/fail",
+    "POST",
+    summary="Report a failure",
+    tag=TAG,
+    body=FailReport,
+    responses={200: TaskOut},
+    roles=("agent",),
+)
 def fail_task(principal: Principal, task_id: str, body: FailReport) -> dict[str, Any]:
-    task = dispatch.fail_task(principal, task_id, body.error_message, retryable=body.retryable,
-                              attempt=body.attempt)
+    task = dispatch.fail_task(
+        principal, task_id, body.error_message, retryable=body.retryable, attempt=body.attempt
+    )
     return task.to_dict()
 
 
-@endpoint(bp, "/ains/tasks/<task_id>/cancel", "POST", summary="Cancel a waiting task", tag=TAG,
-          body=CancelRequest, responses={200: TaskOut}, roles=("client",))
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>/cancel",
+    "POST",
+    summary="Cancel a waiting task",
+    tag=TAG,
+    body=CancelRequest,
+    responses={200: TaskOut},
+    roles=("client",),
+)
 def cancel_task(principal: Principal, task_id: str, body: CancelRequest) -> dict[str, Any]:
     return dispatch.cancel_task(principal, task_id, body.reason).to_dict()
 
 
-@endpoint(bp, "/ains/tasks/<task_id>/priority", "PATCH", summary="Change a task's priority",
-          tag=TAG, body=PriorityUpdate, responses={200: TaskOut}, roles=("client",))
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>/priority",
+    "PATCH",
+    summary="Change a task's priority",
+    tag=TAG,
+    body=PriorityUpdate,
+    responses={200: TaskOut},
+    roles=("client",),
+)
 def update_priority(principal: Principal, task_id: str, body: PriorityUpdate) -> dict[str, Any]:
     return dispatch.update_priority(principal, task_id, body.priority).to_dict()
 
 
-@endpoint(bp, "/ains/queue/metrics", "GET", summary="Queue depth and wait by priority",
-          tag=TAG, responses={200: QueueMetricsOut})
+@endpoint(
+    bp,
+    "/ains/queue/metrics",
+    "GET",
+    summary="Queue depth and wait by priority",
+    tag=TAG,
+    responses={200: QueueMetricsOut},
+)
 def queue_metrics(principal: Principal) -> dict[str, Any]:
     return task_search.queue_metrics(principal)

@@ -50,7 +50,7 @@ class Task(db.Model):
     input_data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=5)
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
-    # Claim order: enqueue time (µs) minus priority × aging period, so a task gains one
+    # Claim order: enqueue time (µs) minus priority x aging period, so a task gains one
     # priority level per aging period waited while the column stays static and indexable.
     queue_key: Mapped[int] = mapped_column(BigInteger)
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -57,7 +57,11 @@ def authenticate_key(raw: str | None, now: datetime | None = None) -> Principal:
     if not raw:
         raise NotAuthenticated("missing API key: send 'Authorization: Bearer <key>'")
     prefix = split_api_key(raw)
-    key = db.session.scalars(db.select(ApiKey).where(ApiKey.prefix == prefix)).first() if prefix else None
+    key = (
+        db.session.scalars(db.select(ApiKey).where(ApiKey.prefix == prefix)).first()
+        if prefix
+        else None
+    )
     # Compare a hash even when the prefix is unknown, so timing does not reveal prefixes.
     expected = key.key_hash if key else hash_api_key("")
     if not same_hash(expected, hash_api_key(raw)) or key is None:

@@ -31,7 +31,7 @@ def queue_key(priority: int, enqueued_at: datetime, aging_seconds_per_level: int
     """Claim order key: smaller is claimed first.
 
     effective priority = priority + waited / aging period, so ordering by it descending is
-    ordering by (enqueued - priority × aging period) ascending: a static, indexable value.
+    ordering by (enqueued - priority x aging period) ascending: a static, indexable value.
     """
     level = aging_seconds_per_level * 1_000_000 or NO_AGING_LEVEL_MICROS
     return epoch_micros(enqueued_at) - priority * level
@@ -169,21 +169,15 @@ def submit_batch(
     outcome = BatchOutcome()
     for index, item in enumerate(items):
         if isinstance(item, InvalidInput):
-            outcome.failed.append(
-                {"index": index, "error": item.message, "details": item.details}
-            )
+            outcome.failed.append({"index": index, "error": item.message, "details": item.details})
             continue
         try:
-            outcome.submitted.append(
-                (index, build_task(principal, item, now=now, sequence=index))
-            )
+            outcome.submitted.append((index, build_task(principal, item, now=now, sequence=index)))
         except (InvalidInput, NotPermitted) as exc:
             outcome.failed.append({"index": index, "error": exc.message, "details": exc.details})
     if atomic and outcome.failed:
         db.session.rollback()
-        details = [
-            {"field": f"tasks[{f['index']}]", "message": f["error"]} for f in outcome.failed
-        ]
+        details = [{"field": f"tasks[{f['index']}]", "message": f["error"]} for f in outcome.failed]
         raise InvalidInput(
             f"{len(outcome.failed)} of {len(items)} tasks are invalid; nothing was created",
             details,
@@ -227,7 +221,9 @@ def claim_tasks(
     if not ids:
         db.session.rollback()
         return []
-    tasks = list(db.session.scalars(db.select(Task).where(Task.id.in_(ids)).order_by(Task.queue_key)))
+    tasks = list(
+        db.session.scalars(db.select(Task).where(Task.id.in_(ids)).order_by(Task.queue_key))
+    )
     actor = f"agent:{agent.id}"
     for task in tasks:
         task.assigned_agent_id = agent.id
@@ -238,7 +234,11 @@ def claim_tasks(
         task.progress = None
         task.progress_message = None
         task.transition(
-            TaskStatus.ACTIVE, actor=actor, now=now, reason="claimed", data={"attempt": task.attempt}
+            TaskStatus.ACTIVE,
+            actor=actor,
+            now=now,
+            reason="claimed",
+            data={"attempt": task.attempt},
         )
     agent.active_tasks += len(tasks)
     db.session.commit()
@@ -274,10 +274,10 @@ def claim_tasks_waiting(
 def load_reportable(principal: Principal, task_id: str, attempt: int | None) -> tuple[Task, Agent]:
     """The ACTIVE task the calling agent holds, locked for the report."""
     principal.require_role(Role.AGENT)
-    task = db.session.scalars(
-        db.select(Task).where(Task.id == task_id).with_for_update()
-    ).first()
-    agent = db.session.get(Agent, task.assigned_agent_id) if task and task.assigned_agent_id else None
+    task = db.session.scalars(db.select(Task).where(Task.id == task_id).with_for_update()).first()
+    agent = (
+        db.session.get(Agent, task.assigned_agent_id) if task and task.assigned_agent_id else None
+    )
     if task is None or agent is None or not principal.acts_for(agent):
         db.session.rollback()
         raise NotFound(f"task {task_id!r} not found")
@@ -311,7 +311,9 @@ def report_progress(
     return task
 
 
-def release_slot(agent_id: str, *, completed: bool, failed: bool, run_seconds: float | None, now: datetime) -> None:
+def release_slot(
+    agent_id: str, *, completed: bool, failed: bool, run_seconds: float | None, now: datetime
+) -> None:
     """Free the agent's slot and keep its outcome counters in step, in one UPDATE."""
     values: dict[str, Any] = {"active_tasks": Agent.active_tasks - 1, "updated_at": now}
     if completed:
@@ -320,7 +322,8 @@ def release_slot(agent_id: str, *, completed: bool, failed: bool, run_seconds: f
         if run_seconds is not None:
             # Running mean over completed tasks, computed in SQL so concurrent reports add up.
             values["avg_completion_time_seconds"] = (
-                db.func.coalesce(Agent.avg_completion_time_seconds, 0.0) * Agent.total_tasks_completed
+                db.func.coalesce(Agent.avg_completion_time_seconds, 0.0)
+                * Agent.total_tasks_completed
                 + run_seconds
             ) / (Agent.total_tasks_completed + 1)
     if failed:
@@ -345,7 +348,10 @@ def complete_task(
     task.lease_expires_at = None
     run_seconds = (now - task.claimed_at).total_seconds() if task.claimed_at else None
     task.transition(
-        TaskStatus.COMPLETED, actor=f"agent:{agent.id}", now=now, reason="completed",
+        TaskStatus.COMPLETED,
+        actor=f"agent:{agent.id}",
+        now=now,
+        reason="completed",
         data={"attempt": task.attempt, "run_seconds": run_seconds},
     )
     release_slot(agent.id, completed=True, failed=False, run_seconds=run_seconds, now=now)
@@ -383,7 +389,9 @@ def record_failure(
         task.next_retry_at = now + timedelta(seconds=delay)
         task.assigned_agent_id = None
         task.transition(
-            TaskStatus.PENDING, actor=actor, now=now,
+            TaskStatus.PENDING,
+            actor=actor,
+            now=now,
             reason=f"retry {task.retry_count} of {task.max_retries} in {delay:g}s: {error_message}",
             data={"attempt": task.attempt, "retry_in_seconds": delay, "agent_id": agent_id},
         )
@@ -391,7 +399,10 @@ def record_failure(
         task.completed_at = now
         why = "not retryable" if not retryable else f"no retries left of {task.max_retries}"
         task.transition(
-            TaskStatus.FAILED, actor=actor, now=now, reason=f"{error_message} ({why})",
+            TaskStatus.FAILED,
+            actor=actor,
+            now=now,
+            reason=f"{error_message} ({why})",
             data={"attempt": task.attempt, "agent_id": agent_id},
         )
     if agent_id is not None:
@@ -427,7 +438,9 @@ def cancel_task(
     task.cancelled_by = principal.actor
     task.cancellation_reason = reason
     task.completed_at = now
-    task.transition(TaskStatus.CANCELLED, actor=principal.actor, now=now, reason=reason or "cancelled")
+    task.transition(
+        TaskStatus.CANCELLED, actor=principal.actor, now=now, reason=reason or "cancelled"
+    )
     db.session.commit()
     return task
 
@@ -447,7 +460,10 @@ def update_priority(
     task.priority = priority
     task.queue_key = queue_key(priority, task.enqueued_at, settings.aging_seconds_per_level)
     task.transition(
-        task.status, actor=principal.actor, now=now, reason=f"priority {old} → {priority}",
+        task.status,
+        actor=principal.actor,
+        now=now,
+        reason=f"priority {old} → {priority}",
         data={"priority_from": old, "priority_to": priority},
     )
     db.session.commit()

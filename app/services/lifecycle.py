@@ -40,8 +40,11 @@ def time_out_tasks(now: datetime) -> int:
     )
     for task in tasks:
         record_failure(
-            task, f"Task timed out after {task.timeout_seconds} seconds",
-            retryable=False, actor="system:timeout", now=now,
+            task,
+            f"Task timed out after {task.timeout_seconds} seconds",
+            retryable=False,
+            actor="system:timeout",
+            now=now,
         )
     db.session.commit()
     return len(tasks)
@@ -64,8 +67,11 @@ def retire_silent_agents(now: datetime) -> int:
         # Conditional update: a heartbeat that lands meanwhile keeps the agent alive.
         changed = db.session.execute(
             update(Agent)
-            .where(Agent.id == agent_id, Agent.status != AgentStatus.INACTIVE,
-                   Agent.last_heartbeat < now - silence)
+            .where(
+                Agent.id == agent_id,
+                Agent.status != AgentStatus.INACTIVE,
+                Agent.last_heartbeat < now - silence,
+            )
             .values(status=AgentStatus.INACTIVE, updated_at=now)
         ).rowcount
         if changed != 1:
@@ -77,8 +83,9 @@ def retire_silent_agents(now: datetime) -> int:
             .with_for_update()
         )
         for task in tasks:
-            record_failure(task, "agent lost: no heartbeat", retryable=True,
-                           actor="system:heartbeat", now=now)
+            record_failure(
+                task, "agent lost: no heartbeat", retryable=True, actor="system:heartbeat", now=now
+            )
         db.session.commit()
         retired += 1
     return retired

@@ -71,10 +71,14 @@ def list_tasks(
         try:
             created_at, task_id = decode_cursor(cursor)
         except BadCursor as exc:
-            raise InvalidInput(str(exc), [{"field": "cursor", "message": "not a valid cursor"}]) from None
+            raise InvalidInput(
+                str(exc), [{"field": "cursor", "message": "not a valid cursor"}]
+            ) from None
         created_at = as_utc(created_at)
         conditions.append(
-            or_(Task.created_at < created_at, and_(Task.created_at == created_at, Task.id < task_id))
+            or_(
+                Task.created_at < created_at, and_(Task.created_at == created_at, Task.id < task_id)
+            )
         )
     query = (
         db.select(Task)
@@ -94,7 +98,9 @@ def task_with_events(principal: Principal, task_id: str) -> tuple[Task, list[Tas
     """One task and its full history, oldest event first."""
     task = visible_task(principal, task_id)
     events = list(
-        db.session.scalars(db.select(TaskEvent).where(TaskEvent.task_id == task.id).order_by(TaskEvent.id))
+        db.session.scalars(
+            db.select(TaskEvent).where(TaskEvent.task_id == task.id).order_by(TaskEvent.id)
+        )
     )
     return task, events
 

@@ -6,6 +6,7 @@ message (or a flushed or absent Redis) costs at most a short fallback poll, neve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -75,10 +76,8 @@ class Subscription:
 
     def close(self) -> None:
         if self.pubsub is not None:
-            try:
+            with contextlib.suppress(redis.RedisError):
                 self.pubsub.close()
-            except redis.RedisError:
-                pass
             self.pubsub = None
 
     def __enter__(self) -> Subscription:

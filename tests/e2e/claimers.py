@@ -15,8 +15,11 @@ def register(capability: str, slots: int) -> tuple[Principal, str]:
     key, _ = create_api_key(name="fleet", role="agent")
     fleet = Principal(role="agent", name="fleet", key_id=key.id)
     agent, _ = agents.register_agent(
-        fleet, display_name="claimer", public_key=uuid.uuid4().hex,
-        capabilities=[{"name": capability}], max_concurrent_tasks=slots,
+        fleet,
+        display_name="claimer",
+        public_key=uuid.uuid4().hex,
+        capabilities=[{"name": capability}],
+        max_concurrent_tasks=slots,
     )
     return Principal(role="agent", name="claimer", key_id=None, agent_id=agent.id), agent.id
 

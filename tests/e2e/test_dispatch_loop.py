@@ -43,8 +43,12 @@ def test_it_completes_the_seed_task_through_the_real_sample_agent(
     agent = start_agent(app, web_server.url, personas.fleet.key, "--capability", "report-v1")
     try:
         agent_id = agent.wait_for_line("Agent started:").split(":", 1)[1].strip()
-        response = requests.post(f"{web_server.url}/ains/tasks", json=SEED_TASK,
-                                 headers=personas.client.headers, timeout=5)
+        response = requests.post(
+            f"{web_server.url}/ains/tasks",
+            json=SEED_TASK,
+            headers=personas.client.headers,
+            timeout=5,
+        )
         assert response.status_code == 201, response.text
         task_url = f"{web_server.url}/ains/tasks/{response.json()['task_id']}"
 
@@ -56,7 +60,9 @@ def test_it_completes_the_seed_task_through_the_real_sample_agent(
         transitions = [(e["from_status"], e["to_status"]) for e in done["events"]]
         assert transitions == [(None, "PENDING"), ("PENDING", "ACTIVE"), ("ACTIVE", "COMPLETED")]
         assert [e["actor"] for e in done["events"]] == [
-            "client:client-1", f"agent:{agent_id}", f"agent:{agent_id}"
+            "client:client-1",
+            f"agent:{agent_id}",
+            f"agent:{agent_id}",
         ]
         agent.wait_for_line("Result reported successfully")
     finally:
@@ -84,30 +90,38 @@ def test_it_lets_a_stopping_agent_finish_its_task_and_a_silent_one_be_retired(
     task = requests.post(
         f"{web_server.url}/ains/tasks",
         json={**SEED_TASK, "capability_required": "slow-v1", "input_data": {"sleep": 2}},
-        headers=personas.client.headers, timeout=5,
+        headers=personas.client.headers,
+        timeout=5,
     ).json()
     agent.wait_for_line("Executing task")
     agent.signal(signal.SIGTERM)  # graceful: finish the running task, claim nothing more
     assert agent.proc.wait(30) == 0, agent.output()
-    done = requests.get(f"{web_server.url}/ains/tasks/{task['task_id']}",
-                        headers=personas.client.headers, timeout=5).json()
+    done = requests.get(
+        f"{web_server.url}/ains/tasks/{task['task_id']}", headers=personas.client.headers, timeout=5
+    ).json()
     assert done["status"] == "COMPLETED", done
 
     # A second agent is killed outright: it sends no OFFLINE heartbeat, yet the
     # maintenance job retires it after the allowed silence and requeues its task.
-    killed = start_agent(app, web_server.url, personas.fleet.key, "--capability", "slow-v1",
-                         name="killed-agent")
+    killed = start_agent(
+        app, web_server.url, personas.fleet.key, "--capability", "slow-v1", name="killed-agent"
+    )
     killed_id = killed.wait_for_line("Agent started:").split(":", 1)[1].strip()
     stuck = requests.post(
         f"{web_server.url}/ains/tasks",
         json={**SEED_TASK, "capability_required": "slow-v1", "input_data": {"sleep": 60}},
-        headers=personas.client.headers, timeout=5,
+        headers=personas.client.headers,
+        timeout=5,
     ).json()
     killed.wait_for_line("Executing task")
     killed.signal(signal.SIGKILL)
     killed.proc.wait(5)
-    requeued = wait_for_status(f"{web_server.url}/ains/tasks/{stuck['task_id']}",
-                               personas.client.headers, "PENDING", timeout=20)
+    requeued = wait_for_status(
+        f"{web_server.url}/ains/tasks/{stuck['task_id']}",
+        personas.client.headers,
+        "PENDING",
+        timeout=20,
+    )
     assert requeued["retry_count"] == 1
     assert "agent lost" in requeued["events"][-1]["reason"]
     with app.app_context():

@@ -24,12 +24,21 @@ CAPABILITY = "drain-v1"
 
 def seed_tasks(app: Flask, count: int) -> None:
     client = Principal(role="client", name="c", client_id="client-1")
-    fields = {"task_type": "t", "capability_required": CAPABILITY, "input_data": {}, "priority": 5,
-              "max_retries": 0, "retry_policy": "fixed", "timeout_seconds": 300}
+    fields = {
+        "task_type": "t",
+        "capability_required": CAPABILITY,
+        "input_data": {},
+        "priority": 5,
+        "max_retries": 0,
+        "retry_policy": "fixed",
+        "timeout_seconds": 300,
+    }
     with app.app_context():
         now = utcnow() - timedelta(seconds=5)
         for start in range(0, count, 100):
-            items = [dict(fields, input_data={"n": n}) for n in range(start, min(count, start + 100))]
+            items = [
+                dict(fields, input_data={"n": n}) for n in range(start, min(count, start + 100))
+            ]
             dispatch.submit_batch(client, items, atomic=True, now=now)
         db.session.remove()
 
@@ -39,10 +48,14 @@ def assert_drained_once(app: Flask, claimed: list[str], count: int) -> None:
     assert duplicates == [], f"{len(duplicates)} tasks handed out twice"
     assert len(claimed) == count
     with app.app_context():
-        by_status = dict(db.session.execute(db.select(Task.status, func.count()).group_by(Task.status)).all())
+        by_status = dict(
+            db.session.execute(db.select(Task.status, func.count()).group_by(Task.status)).all()
+        )
         assert by_status == {TaskStatus.COMPLETED: count}
         claims = db.session.scalar(
-            db.select(func.count()).select_from(TaskEvent).where(TaskEvent.to_status == TaskStatus.ACTIVE)
+            db.select(func.count())
+            .select_from(TaskEvent)
+            .where(TaskEvent.to_status == TaskStatus.ACTIVE)
         )
         assert claims == count, "every task is claimed by exactly one event"
         db.session.remove()
