@@ -7,6 +7,7 @@ import sys
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 
 from app.models import Role
 from app.services import auth
@@ -19,7 +20,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(serve)
 
 
-@click.group(help="API keys.")
+@click.group(cls=AppGroup, help="API keys.")
 def keys() -> None:
     pass
 
@@ -37,7 +38,7 @@ def create_key(role: str, name: str, client_id: str | None) -> None:
     click.echo(raw)
 
 
-@click.group(help="Operator accounts.")
+@click.group(cls=AppGroup, help="Operator accounts.")
 def users() -> None:
     pass
 
@@ -83,6 +84,7 @@ def ensure_admin() -> None:
 @click.command(help="Run web, worker and clock from the Procfile (and a sample agent).")
 @click.option("--with-agent/--no-agent", default=True, help="also run one sample agent")
 @click.option("--capability", default="report-v1", show_default=True)
+@with_appcontext
 def serve(with_agent: bool, capability: str) -> None:
     from honcho.manager import Manager
 

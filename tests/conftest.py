@@ -89,6 +89,15 @@ def truncate_all(app: Flask) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _push_request_context() -> None:
+    """Replace pytest-flask's: no request context stays pushed around a whole test.
+
+    Code under test opens and closes its own contexts as it does in production; a context
+    held open by the harness would keep a SQLite transaction (and its lock) alive.
+    """
+
+
+@pytest.fixture(autouse=True)
 def _clean_state(app: Flask) -> Iterator[None]:
     """Every test starts with empty tables and an empty Redis database."""
     truncate_all(app)

@@ -1,0 +1,1 @@
+from tests.processes import web_server  # noqa: F401  (fixture)
