@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 
 from app.api.errors import BadRequestBody
 from app.services.auth import authenticate_key
+from app.services.errors import InvalidInput, NotFound
 from app.services.principal import Principal
 
 
@@ -43,15 +45,67 @@ def bearer_principal() -> Principal:
     return authenticate_key(raw)
 
 
+def refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), and PostgreSQL's JSONB refuses them."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_finite(text: str) -> float:
+    """Numbers too large for a float (1e999) would be stored as Infinity: refuse them."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def unstorable(text: str) -> bool:
+    """NUL or an unpaired surrogate: PostgreSQL stores neither in text nor in JSONB."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def first_unstorable(document: Any) -> str | None:
+    """The path of the first unstorable key or string in a parsed JSON document."""
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and unstorable(value):
+            return path or "body"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if unstorable(key):
+                    return path or "body"
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None
+
+
+def refuse_unstorable(document: Any) -> None:
+    path = first_unstorable(document)
+    if path is not None:
+        raise InvalidInput(
+            f"{path} contains a NUL character or an unpaired surrogate",
+            [{"field": path, "message": "NUL characters and unpaired surrogates are not allowed"}],
+        )
+
+
 def read_json_body() -> Any:
     """The body parsed as JSON; 400 when it is not JSON (an empty body reads as {})."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        data = json.loads(raw, parse_constant=refuse_constant, parse_float=parse_finite)
     except (ValueError, RecursionError):
         raise BadRequestBody("request body is not valid JSON") from None
+    refuse_unstorable(data)
+    return data
 
 
 def parse_body(model: type[BaseModel]) -> BaseModel:
@@ -64,6 +118,7 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
 def parse_query(model: type[BaseModel]) -> BaseModel:
     raw = {key: request.args.getlist(key) for key in request.args}
     flat = {key: values[0] if len(values) == 1 else values for key, values in raw.items()}
+    refuse_unstorable(flat)
     return model.model_validate(flat)
 
 
@@ -102,8 +157,12 @@ def endpoint(
         @wraps(view)
         def wrapped(**path_args: Any) -> Response | tuple[Any, int]:
             kwargs: dict[str, Any] = dict(path_args)
+            if any(unstorable(str(value)) for value in path_args.values()):
+                raise NotFound("no such resource")  # no stored id contains NUL
             if auth:
                 kwargs["principal"] = bearer_principal()
+                if roles:  # enforce the roles /openapi.json documents, before the body
+                    kwargs["principal"].require_role(*roles)
             if body is not None:
                 kwargs["body"] = parse_body(body)
             if query is not None:

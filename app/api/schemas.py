@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 CapabilityName = Annotated[
@@ -47,7 +47,9 @@ class AgentRegister(Body):
 
 
 class Heartbeat(Body):
-    timestamp: int | datetime | None = Field(None, description="epoch seconds or ISO 8601")
+    timestamp: int | Annotated[datetime, Strict(False)] | None = Field(
+        None, description="epoch seconds or ISO 8601"
+    )
     status: Literal["ACTIVE", "DEGRADED", "OFFLINE"]
     uptime_ms: int = Field(0, ge=0)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -75,9 +77,7 @@ class TaskSubmit(Body):
 
 
 class BatchSubmit(Body):
-    tasks: list[dict[str, Any]] = Field(
-        min_length=1, max_length=100, description="each item is a TaskSubmit"
-    )
+    tasks: list[Any] = Field(min_length=1, max_length=100, description="each item is a TaskSubmit")
     atomic: bool = Field(False, description="all or nothing")
 
 

@@ -8,7 +8,7 @@ from flask import request
 from pydantic import ValidationError
 
 from app.api import bp
-from app.api.endpoint import endpoint
+from app.api.endpoint import endpoint, unstorable
 from app.api.errors import validation_details
 from app.api.schemas import (
     BatchOut,
@@ -47,7 +47,7 @@ IDEMPOTENCY = {"Idempotency-Key": "replays return the original task instead of a
 )
 def submit_task(principal: Principal, body: TaskSubmit) -> tuple[dict[str, Any], int]:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 200):
+    if key is not None and (not 0 < len(key) <= 200 or unstorable(key)):
         raise InvalidInput(
             "Idempotency-Key must be 1..200 characters",
             [{"field": "Idempotency-Key", "message": "1..200 characters"}],

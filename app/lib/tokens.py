@@ -25,7 +25,13 @@ def generate_api_key() -> tuple[str, str]:
 def split_api_key(key: str) -> str | None:
     """Return the lookup prefix of a well-formed key, else None."""
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 12 or not parts[2]:
+    if (
+        len(parts) != 3
+        or parts[0] != KEY_PREFIX
+        or len(parts[1]) != 12
+        or parts[1].strip("0123456789abcdef")
+        or not parts[2]
+    ):
         return None
     return parts[1]
 

@@ -109,10 +109,12 @@ def submit_task(
 ) -> tuple[Task, bool]:
     """Create one task; return it and whether it was new (False: an idempotent replay)."""
     now = now or utcnow()
+    # Fingerprint with the client resolved, so naming your own client_id or leaving it out
+    # is the same request.
+    fields = {**fields, "client_id": resolve_client_id(principal, fields.get("client_id"))}
     fingerprint = request_fingerprint(fields)
     if idempotency_key:
-        client_id = resolve_client_id(principal, fields.get("client_id"))
-        existing = find_idempotent(client_id, idempotency_key, fingerprint)
+        existing = find_idempotent(fields["client_id"], idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
     task = build_task(principal, fields, now=now)
@@ -183,7 +185,7 @@ def submit_batch(
             details,
         )
     db.session.commit()
-    wakeups.notify({task.capability_required for _, task in outcome.submitted})
+    wakeups.notify([task.capability_required for _, task in outcome.submitted])
     return outcome
 
 
@@ -191,6 +193,7 @@ def claim_tasks(
     principal: Principal, agent_id: str, max_tasks: int, *, now: datetime | None = None
 ) -> list[Task]:
     """Hand up to ``max_tasks`` PENDING tasks to this agent, within its free slots."""
+    pinned = now is not None
     now = now or utcnow()
     # Locking the agent row serialises claims of one agent, so two concurrent polls cannot
     # both see the same free slot and exceed max_concurrent_tasks.
@@ -225,6 +228,9 @@ def claim_tasks(
         db.session.scalars(db.select(Task).where(Task.id.in_(ids)).order_by(Task.queue_key))
     )
     actor = f"agent:{agent.id}"
+    # Stamp the claim after the rows are locked: a task is visible only once its submit
+    # committed, so claimed_at can never precede its created_at.
+    now = now if pinned else utcnow()
     for task in tasks:
         task.assigned_agent_id = agent.id
         task.attempt += 1
@@ -258,17 +264,21 @@ def claim_tasks_waiting(
     tasks = claim_tasks(principal, agent_id, max_tasks)
     if tasks or wait_seconds <= 0:
         return tasks
-    agent = require_agent(principal, agent_id)
-    capabilities = agent.capability_names
-    db.session.rollback()
-    with wakeups.subscribe(capabilities) as subscription:
-        while True:
-            # Check after subscribing: a task submitted in between is not missed.
-            tasks = claim_tasks(principal, agent_id, max_tasks)
-            remaining = deadline - clock()
-            if tasks or remaining <= 0:
-                return tasks
-            subscription.wait(remaining)
+    while True:
+        agent = require_agent(principal, agent_id)
+        capabilities = agent.capability_names
+        full = agent.active_tasks >= agent.max_concurrent_tasks
+        db.session.rollback()  # hold no transaction or lock while waiting
+        if full:
+            return []  # a full agent must not take wake-ups meant for agents with room
+        # Drop tokens the database has just answered for, then look: a task committed
+        # after this look pushes its token after the clear, so the wait below sees it.
+        wakeups.clear(capabilities)
+        tasks = claim_tasks(principal, agent_id, max_tasks)
+        remaining = deadline - clock()
+        if tasks or remaining <= 0:
+            return tasks
+        wakeups.wait(capabilities, remaining)
 
 
 def load_reportable(principal: Principal, task_id: str, attempt: int | None) -> tuple[Task, Agent]:

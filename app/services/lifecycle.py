@@ -55,23 +55,22 @@ def retire_silent_agents(now: datetime) -> int:
     silence = timedelta(
         seconds=settings.heartbeat_interval_seconds * settings.heartbeat_misses_allowed
     )
-    stale_ids = list(
-        db.session.scalars(
-            db.select(Agent.id).where(
-                Agent.status != AgentStatus.INACTIVE, Agent.last_heartbeat < now - silence
-            )
-        )
+    # An agent that said OFFLINE is INACTIVE already, but its running tasks must come back too.
+    running = (
+        db.select(Task.id)
+        .where(Task.assigned_agent_id == Agent.id, Task.status == TaskStatus.ACTIVE)
+        .exists()
     )
+    stale = (Agent.last_heartbeat < now - silence) & (
+        (Agent.status != AgentStatus.INACTIVE) | running
+    )
+    stale_ids = list(db.session.scalars(db.select(Agent.id).where(stale)))
     retired = 0
     for agent_id in stale_ids:
         # Conditional update: a heartbeat that lands meanwhile keeps the agent alive.
         changed = db.session.execute(
             update(Agent)
-            .where(
-                Agent.id == agent_id,
-                Agent.status != AgentStatus.INACTIVE,
-                Agent.last_heartbeat < now - silence,
-            )
+            .where(Agent.id == agent_id, stale)
             .values(status=AgentStatus.INACTIVE, updated_at=now)
         ).rowcount
         if changed != 1:

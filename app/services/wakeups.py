@@ -1,27 +1,32 @@
 """Wake long-polling claimers when work for their capabilities appears.
 
-Redis pub/sub carries only the nudge; the database still decides who gets what, so a lost
-message (or a flushed or absent Redis) costs at most a short fallback poll, never a task.
+Each new task pushes one token on its capability's Redis list and a waiting claimer pops
+one (BLPOP), so a task wakes one claimer rather than every agent polling that capability.
+Tokens only nudge: the database still decides who gets what, so a lost, stale or extra
+token (or a flushed or absent Redis) costs at most a wasted or delayed claim, never a task.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 import redis
 
 log = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "ains:wake:"
+KEY_PREFIX = "ains:wake:"
+# Tokens nobody popped are trimmed and expire, so an idle capability stays small.
+MAX_TOKENS = 1000
+TOKEN_TTL_SECONDS = 60
 # Without Redis, a long poll re-checks the database this often.
 FALLBACK_POLL_SECONDS = 0.5
 
 
 class Wakeups:
-    """Publishes and awaits per-capability wake-up messages."""
+    """Pushes and awaits per-capability wake-up tokens."""
 
     def __init__(self) -> None:
         self.redis: redis.Redis | None = None
@@ -30,61 +35,48 @@ class Wakeups:
         self.redis = client
 
     def notify(self, capabilities: Iterable[str]) -> None:
-        """Tell waiting claimers that these capabilities have new work."""
+        """One token per new task of each capability (pass one entry per task)."""
         if self.redis is None:
+            return
+        counts = Counter(capabilities)
+        if not counts:
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for capability in set(capabilities):
-                pipe.publish(CHANNEL_PREFIX + capability, b"1")
+            for capability, n in counts.items():
+                key = KEY_PREFIX + capability
+                pipe.lpush(key, *([b"1"] * min(n, MAX_TOKENS)))
+                pipe.ltrim(key, 0, MAX_TOKENS - 1)
+                pipe.expire(key, TOKEN_TTL_SECONDS)
             pipe.execute()
         except redis.RedisError as exc:
-            log.warning("wake-up not published (claimers fall back to polling): %s", exc)
+            log.warning("wake-up not sent (claimers fall back to their timeout): %s", exc)
 
-    def subscribe(self, capabilities: Iterable[str]) -> Subscription:
-        """Start listening before checking the database, so no wake-up is missed."""
-        return Subscription(self.redis, [CHANNEL_PREFIX + c for c in capabilities])
+    def clear(self, capabilities: Iterable[str]) -> None:
+        """Drop the tokens of these capabilities (stale once the database has been read)."""
+        keys = [KEY_PREFIX + c for c in capabilities]
+        if self.redis is None or not keys:
+            return
+        try:
+            self.redis.delete(*keys)
+        except redis.RedisError as exc:
+            log.warning("wake-up tokens not cleared: %s", exc)
 
-
-class Subscription:
-    """A short-lived subscription used by one long poll."""
-
-    def __init__(self, client: redis.Redis | None, channels: list[str]) -> None:
-        self.pubsub = None
-        if client is not None and channels:
-            try:
-                self.pubsub = client.pubsub(ignore_subscribe_messages=True)
-                self.pubsub.subscribe(*channels)
-            except redis.RedisError as exc:
-                log.warning("wake-up subscription failed (polling instead): %s", exc)
-                self.close()
-
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True if a wake-up arrived."""
-        if timeout <= 0:
+    def wait(self, capabilities: Iterable[str], timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a token; True if one was taken."""
+        keys = [KEY_PREFIX + c for c in capabilities]
+        if timeout <= 0 or not keys:
             return False
-        if self.pubsub is None:
+        if self.redis is None:
             time.sleep(min(timeout, FALLBACK_POLL_SECONDS))
             return False
         try:
-            return self.pubsub.get_message(timeout=timeout) is not None
+            # BLPOP's timeout has a resolution of seconds on old servers; keep it >= 0.01.
+            return self.redis.blpop(keys, timeout=max(timeout, 0.01)) is not None
         except redis.RedisError as exc:
             log.warning("wake-up wait failed (polling instead): %s", exc)
-            self.close()
             time.sleep(min(timeout, FALLBACK_POLL_SECONDS))
             return False
-
-    def close(self) -> None:
-        if self.pubsub is not None:
-            with contextlib.suppress(redis.RedisError):
-                self.pubsub.close()
-            self.pubsub = None
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 wakeups = Wakeups()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from app import create_app
-from app.config import TestConfig
+import pytest
+from flask import Flask
+
 from tests.processes import free_port
 
 
-class RedisDownConfig(TestConfig):
-    REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-
-
-def test_it_reports_503_naming_redis_when_redis_is_down() -> None:
-    app = create_app(RedisDownConfig)
+def test_it_reports_503_naming_redis_when_redis_is_down(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(app.config, "REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     response = app.test_client().get("/health")
     assert response.status_code == 503
     body = response.get_json()

@@ -10,10 +10,14 @@ def test_it_runs_a_task_from_submit_to_completed(api: Api, personas: Personas) -
     claimed = api.claim(agent_id, agent, max_tasks=5)
     assert [t["task_id"] for t in claimed] == [task["task_id"]]
     assert claimed[0]["status"] == "ACTIVE" and claimed[0]["attempt"] == 1
-    done = api.post(f"/ains/tasks/{task['task_id']}/complete", agent, json={"result_data": {"ok": True}})
+    done = api.post(
+        f"/ains/tasks/{task['task_id']}/complete", agent, json={"result_data": {"ok": True}}
+    )
     assert done.status_code == 200 and done.get_json()["status"] == "COMPLETED"
     detail = api.get(f"/ains/tasks/{task['task_id']}", personas.client).get_json()
     assert [(e["from_status"], e["to_status"]) for e in detail["events"]] == [
-        (None, "PENDING"), ("PENDING", "ACTIVE"), ("ACTIVE", "COMPLETED")
+        (None, "PENDING"),
+        ("PENDING", "ACTIVE"),
+        ("ACTIVE", "COMPLETED"),
     ]
     assert detail["result_data"] == {"ok": True}

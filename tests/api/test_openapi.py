@@ -1,0 +1,281 @@
+"""/openapi.json and /docs: every route documented, and real responses match their models."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pydantic import BaseModel
+from werkzeug.test import TestResponse
+
+from app.api.endpoint import OPERATIONS, Operation
+from app.api.schemas import (
+    AgentOut,
+    CapabilityOut,
+    ErrorOut,
+    TaskDetail,
+    TaskEventOut,
+    TaskOut,
+)
+from app.extensions import db
+from app.models import Agent, Task, TaskEvent
+from tests.conftest import Api, Persona, Personas
+
+API_PREFIXES = ("/ains", "/aitp")
+
+
+class RecordingApi(Api):
+    """Keeps every response, to check each against the model its route documents."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        super().__init__(client)
+        self.calls: list[tuple[str, str, TestResponse]] = []
+
+    def call(self, method: str, path: str, persona: Persona | None = None, **kwargs: Any) -> Any:
+        response = super().call(method, path, persona, **kwargs)
+        self.calls.append((method, path, response))
+        return response
+
+
+def openapi_path(rule: str) -> str:
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+
+
+def operation_for(app: Flask, method: str, path: str) -> Operation:
+    rule, _ = app.url_map.bind("localhost").match(path, method, return_rule=True)
+    [op] = [o for o in OPERATIONS if o.rule == rule.rule and o.method == method.lower()]
+    return op
+
+
+@pytest.fixture
+def spec(api: Api) -> dict[str, Any]:
+    response = api.get("/openapi.json")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_it_documents_every_api_route_with_bearer_security(
+    app: Flask, spec: dict[str, Any]
+) -> None:
+    assert spec["openapi"].startswith("3.")
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    routes = [r for r in app.url_map.iter_rules() if r.rule.startswith(API_PREFIXES)]
+    assert routes
+    for rule in routes:
+        path = openapi_path(rule.rule)
+        assert path in spec["paths"], f"{rule.rule} is not in /openapi.json"
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            operation = spec["paths"][path].get(method.lower())
+            assert operation is not None, f"{method} {path} is not documented"
+            assert operation["security"] == [{"bearerAuth": []}], f"{method} {path}"
+            assert "401" in operation["responses"] and "404" in operation["responses"]
+            assert operation["summary"]
+
+
+def test_it_documents_health_without_security(spec: dict[str, Any]) -> None:
+    health = spec["paths"]["/health"]["get"]
+    assert "security" not in health
+    assert set(health["responses"]) >= {"200", "503"}
+
+
+def test_it_resolves_every_schema_reference(spec: dict[str, Any]) -> None:
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    assert refs
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in spec["components"]["schemas"], ref
+
+
+def test_it_documents_the_request_bodies_and_their_limits(spec: dict[str, Any]) -> None:
+    submit = spec["paths"]["/ains/tasks"]["post"]
+    assert submit["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/TaskSubmit"
+    )
+    assert any(p["name"] == "Idempotency-Key" for p in submit["parameters"])
+    fields = spec["components"]["schemas"]["TaskSubmit"]["properties"]
+    assert fields["priority"]["minimum"] == 1 and fields["priority"]["maximum"] == 10
+    assert fields["timeout_seconds"]["maximum"] == 3600
+    assert spec["components"]["schemas"]["TaskSubmit"]["additionalProperties"] is False
+
+
+def test_it_serves_the_docs_page(api: Api) -> None:
+    response = api.get("/docs")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "swagger-ui" in page and "/openapi.json" in page
+
+
+def exercise(api: RecordingApi, personas: Personas) -> None:
+    """Call every documented operation at least once, with success and error outcomes."""
+    agent_id, agent = api.register_agent(personas.fleet, slots=5)
+    api.get("/ains/agents", personas.admin)
+    api.get(f"/ains/agents/{agent_id}", agent)
+    api.post(
+        f"/ains/agents/{agent_id}/capabilities",
+        agent,
+        json={"name": "translate-v2", "input_schema": {"type": "object"}, "price": 1.5},
+    )
+    api.post(
+        f"/ains/agents/{agent_id}/heartbeat",
+        agent,
+        json={"status": "ACTIVE", "uptime_ms": 5, "metrics": {"q": 1}},
+    )
+    first = api.post(
+        "/ains/tasks",
+        personas.client,
+        headers={"Idempotency-Key": "k"},
+        json={
+            "task_type": "r",
+            "capability_required": "report-v1",
+            "input_data": {"a": [1, {"b": None}]},
+        },
+    )
+    api.post(
+        "/ains/tasks",
+        personas.client,
+        headers={"Idempotency-Key": "k"},
+        json={
+            "task_type": "r",
+            "capability_required": "report-v1",
+            "input_data": {"a": [1, {"b": None}]},
+        },
+    )
+    api.post(
+        "/ains/tasks/batch",
+        personas.client,
+        json={
+            "tasks": [
+                {"task_type": "r", "capability_required": "report-v1"},
+                {"task_type": "r", "capability_required": "report-v1", "priority": 0},
+                {"task_type": "r", "capability_required": "idle-v1"},
+            ]
+        },
+    )
+    claimed = api.claim(agent_id, agent, max_tasks=2)
+    done, failed = claimed[0]["task_id"], claimed[1]["task_id"]
+    api.post(f"/ains/tasks/{done}/progress", agent, json={"progress": 50, "message": "half"})
+    api.post(f"/ains/tasks/{done}/complete", agent, json={"result_data": {"ok": True}})
+    api.post(f"/ains/tasks/{failed}/fail", agent, json={"error_message": "boom"})
+    waiting = api.get(
+        "/ains/tasks", personas.client, query_string={"capability": "idle-v1"}
+    ).get_json()["tasks"][0]["task_id"]
+    api.patch(f"/ains/tasks/{waiting}/priority", personas.client, json={"priority": 8})
+    api.post(f"/ains/tasks/{waiting}/cancel", personas.client, json={"reason": "done with it"})
+    page = api.get("/ains/tasks", personas.client, query_string={"limit": 2}).get_json()
+    api.get("/ains/tasks", personas.client, query_string={"cursor": page["next_cursor"]})
+    for task_id in (first.get_json()["task_id"], done, failed, waiting):
+        api.get(f"/ains/tasks/{task_id}", personas.client)
+    api.get("/ains/queue/metrics", personas.admin)
+    api.get("/health")
+    # Errors of every documented kind.
+    api.get("/ains/tasks")
+    api.post("/ains/tasks", personas.fleet, json={})
+    api.get("/ains/tasks/task_nope", personas.client)
+    api.post(f"/ains/tasks/{done}/complete", agent, json={})
+    api.post("/ains/tasks", personas.client, json={"priority": 0})
+    api.post("/ains/tasks", personas.client, data=b"{", content_type="application/json")
+    api.post(
+        "/ains/tasks", personas.client, data=b"x" * 1024 * 1024, content_type="application/json"
+    )
+
+
+def test_it_answers_every_operation_with_the_documented_model(
+    app: Flask, client: FlaskClient, personas: Personas, spec: dict[str, Any]
+) -> None:
+    api = RecordingApi(client)
+    exercise(api, personas)
+    seen: set[tuple[str, str, int]] = set()
+    for method, path, response in api.calls:
+        op = operation_for(app, method, path)
+        body = response.get_json()
+        documented = spec["paths"][openapi_path(op.rule)][op.method]["responses"]
+        assert str(response.status_code) in documented, (method, path, response.status_code)
+        if response.status_code >= 400:
+            ErrorOut.model_validate_json(response.get_data())
+            continue
+        model = op.responses[response.status_code]
+        assert model is not None
+        model.model_validate_json(response.get_data())
+        assert body is not None
+        seen.add((op.rule, op.method, response.status_code))
+    expected = {
+        (op.rule, op.method, status)
+        for op in OPERATIONS
+        for status in op.responses
+        if status < 300 and (op.rule.startswith(API_PREFIXES) or op.rule == "/health")
+    }
+    assert expected - seen == set(), "operations never exercised"
+
+
+def validate_json(model: type[BaseModel], data: dict[str, Any]) -> None:
+    """Through JSON, as a client reads it: extra keys or wrong types fail."""
+    model.model_validate_json(json.dumps(data))
+
+
+def test_it_serialises_real_rows_in_every_state_as_the_models_say(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, slots=5)
+    api.post(
+        f"/ains/agents/{agent_id}/capabilities",
+        agent,
+        json={
+            "name": "translate-v2",
+            "version": "2",
+            "description": "d",
+            "input_schema": {"type": "object"},
+            "output_schema": {},
+            "pricing_model": "flat",
+            "price": 0,
+        },
+    )
+    api.post(f"/ains/agents/{agent_id}/heartbeat", agent, json={"status": "DEGRADED"})
+    ids = [api.submit(personas.client, input_data={"i": i})["task_id"] for i in range(4)]
+    api.submit(personas.client, capability_required="idle-v1")
+    claimed = [t["task_id"] for t in api.claim(agent_id, agent, max_tasks=3)]
+    api.post(f"/ains/tasks/{claimed[0]}/complete", agent, json={"result_data": {"n": 1.5}})
+    api.post(
+        f"/ains/tasks/{claimed[1]}/fail", agent, json={"error_message": "e", "retryable": False}
+    )
+    api.post(f"/ains/tasks/{ids[3]}/cancel", personas.client, json={"reason": "r"})
+    with app.app_context():
+        tasks = db.session.scalars(db.select(Task)).all()
+        assert {t.status for t in tasks} == {
+            "PENDING",
+            "ACTIVE",
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+        }
+        for task in tasks:
+            events = list(
+                db.session.scalars(db.select(TaskEvent).where(TaskEvent.task_id == task.id))
+            )
+            validate_json(TaskOut, task.to_dict())
+            validate_json(TaskDetail, task.to_dict(events=events))
+            for event in events:
+                validate_json(TaskEventOut, event.to_dict())
+        agent_row = db.session.get(Agent, agent_id)
+        assert agent_row is not None
+        validate_json(AgentOut, agent_row.to_dict())
+        for cap in agent_row.capabilities:
+            validate_json(CapabilityOut, cap.to_dict())
+        db.session.remove()
