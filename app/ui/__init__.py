@@ -4,4 +4,5 @@ from flask import Blueprint
 
 bp = Blueprint("ui", __name__)
 
-from app.ui import views  # noqa: E402,F401  (routes register on bp)
+# Routes, error pages and template filters register on bp when their modules load.
+from app.ui import agents, auth, dashboard, errors, formatting, tasks  # noqa: E402,F401

@@ -1,0 +1,129 @@
+"""The dashboard page, its self-refreshing fragment, and the figures behind it."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.extensions import db
+from app.lib.clock import utcnow
+from app.models import TaskEvent
+from app.services import dashboard
+from tests.conftest import Api, Persona, Personas
+from tests.ui.conftest import HTMX, text
+
+
+def stat(body: str, name: str) -> str:
+    match = re.search(rf'data-stat="{name}">(\d+)', body)
+    assert match, f"no {name} figure"
+    return match.group(1)
+
+
+def finish(api: Api, agent_id: str, agent: Persona, *, fail: bool = False) -> str:
+    """Claim the next task for the agent and complete or fail it; return its id."""
+    (task,) = api.claim(agent_id, agent)
+    if fail:
+        body = {"error_message": "boom", "retryable": False}
+        response = api.post(f"/ains/tasks/{task['task_id']}/fail", agent, json=body)
+    else:
+        response = api.post(f"/ains/tasks/{task['task_id']}/complete", agent, json={})
+    assert response.status_code == 200, response.get_json()
+    return task["task_id"]
+
+
+def test_it_shows_counts_agents_online_and_the_last_hour(
+    console: FlaskClient, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, slots=3)
+    api.register_agent(personas.fleet, name="second")
+    for priority in (9, 5, 5, 2):
+        api.submit(personas.client, priority=priority)
+    finish(api, agent_id, agent)
+    finish(api, agent_id, agent, fail=True)
+
+    response = console.get("/")
+    assert response.status_code == 200
+    body = text(response)
+    assert stat(body, "open") == "2"
+    assert stat(body, "agents-online") == "2"
+    assert stat(body, "completed-hour") == "1"
+    assert stat(body, "failed-hour") == "1"
+    assert "0 of 4 task slots in use" in body
+    assert "50.0 % succeeded" in body
+    assert 'aria-label="Completed: 1"' in body and 'aria-label="Failed: 1"' in body
+    assert 'aria-label="Pending: 2"' in body
+    queue = body[body.index('id="queue-title"') : body.index('id="recent-title"')]
+    assert re.findall(r"<span class=\"prio prio-(\d+)\">", queue) == ["5", "2"]
+
+
+def test_it_refreshes_the_summary_with_a_fragment_every_5_seconds(console: FlaskClient) -> None:
+    page = console.get("/")
+    assert "HX-Request" in page.headers["Vary"]
+    body = text(page)
+    assert body.startswith("<!doctype html>")
+    assert 'hx-get="/" hx-trigger="every 5s"' in body
+    assert 'hx-swap="outerHTML"' in body
+
+    fragment = console.get("/", headers=HTMX)
+    assert fragment.status_code == 200
+    assert "HX-Request" in fragment.headers["Vary"]
+    body = text(fragment)
+    assert "<html" not in body
+    assert body.lstrip().startswith('<div id="dashboard-summary"')
+    assert 'hx-trigger="every 5s"' in body  # the swapped-in region keeps polling
+
+
+def test_it_links_the_latest_tasks(console: FlaskClient, api: Api, personas: Personas) -> None:
+    task = api.submit(personas.client, task_type="nightly-report")["task_id"]
+    body = text(console.get("/"))
+    assert f'href="/tasks/{task}"' in body and "nightly-report" in body
+
+
+def test_it_counts_agents_online_only_while_heartbeats_arrive(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    api.register_agent(personas.fleet, slots=2)
+    with app.app_context():
+        now = utcnow()
+        assert dashboard.agent_fleet(now).online == 1
+        later = now + dashboard.heartbeat_silence() + timedelta(seconds=1)
+        fleet = dashboard.agent_fleet(later)
+        assert (fleet.total, fleet.online, fleet.slots_online) == (1, 0, 0)
+
+
+def test_it_buckets_the_last_hour_by_five_minutes(app: Flask, api: Api, personas: Personas) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    api.submit(personas.client)
+    api.submit(personas.client)
+    done = finish(api, agent_id, agent)
+    failed = finish(api, agent_id, agent, fail=True)
+    with app.app_context():
+        ended = {
+            e.task_id: e.at
+            for e in db.session.scalars(
+                db.select(TaskEvent).where(TaskEvent.to_status.in_(("COMPLETED", "FAILED")))
+            )
+        }
+        at = max(ended[done], ended[failed])
+
+        buckets = dashboard.throughput(at + timedelta(minutes=32))
+        assert len(buckets) == 12
+        assert [(b.completed, b.failed) for b in buckets][5] == (1, 1)
+        assert sum(b.total for b in buckets) == 2
+        assert buckets[0].start == at + timedelta(minutes=32) - timedelta(hours=1)
+
+        assert dashboard.throughput(at)[-1].total == 2  # an event at 'now' is in the last slice
+        assert sum(b.total for b in dashboard.throughput(at + timedelta(minutes=61))) == 0
+        assert sum(b.total for b in dashboard.throughput(at - timedelta(seconds=1))) == 0
+
+
+def test_it_summarises_an_empty_system(app: Flask) -> None:
+    with app.app_context():
+        summary = dashboard.summarise(utcnow())
+    assert summary.open_tasks == 0 and summary.queue_depth == 0
+    assert set(summary.tasks_by_status.values()) == {0}
+    assert summary.fleet == dashboard.AgentFleet(total=0, online=0, slots_in_use=0, slots_online=0)
+    assert summary.busiest_bucket == 0 and summary.recent_tasks == []
