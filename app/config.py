@@ -73,6 +73,14 @@ def default_secret_key() -> str:
     return key
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Read a variable that must be one of ``choices``."""
+    value = os.environ.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
 class Config:
     """Production defaults, overridden by the environment."""
 
@@ -98,6 +106,14 @@ class Config:
     HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 10, minimum=1)
     HEARTBEAT_MISSES_ALLOWED = env_int("HEARTBEAT_MISSES_ALLOWED", 3, minimum=1)
     CLAIM_MAX_WAIT_SECONDS = 30
+    # Retries: the policy's delay is the ceiling of a random draw ("full" jitter) or the
+    # delay itself ("none"), never above the cap.
+    RETRY_JITTER = env_choice("RETRY_JITTER", "full", ("full", "none"))
+    RETRY_MAX_DELAY_SECONDS = env_int("RETRY_MAX_DELAY_SECONDS", 3600, minimum=1)
+    # A running task asked to stop ends CANCELLED after this long without the agent's word.
+    CANCEL_GRACE_SECONDS = env_int("CANCEL_GRACE_SECONDS", 30, minimum=0)
+    # How long an Idempotency-Key replays the original task.
+    IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 86400, minimum=1)
     CLOCK_INTERVAL_SECONDS = env_int("CLOCK_INTERVAL_SECONDS", 1, minimum=1)
     RQ_QUEUE = os.environ.get("RQ_QUEUE", "ains")
     WTF_CSRF_TIME_LIMIT = None

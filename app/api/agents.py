@@ -120,7 +120,4 @@ def heartbeat(principal: Principal, agent_id: str, body: Heartbeat) -> dict[str,
 )
 def claim(principal: Principal, agent_id: str, body: ClaimRequest) -> dict[str, Any]:
     tasks = dispatch.claim_tasks_waiting(principal, agent_id, body.max_tasks, body.wait_seconds)
-    return {
-        "tasks": [t.to_dict() for t in tasks],
-        "cancelled_task_ids": agent_service.cancelled_task_ids(agent_id),
-    }
+    return {"tasks": [t.to_dict() for t in tasks], **dispatch.claim_notices(agent_id)}

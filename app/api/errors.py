@@ -21,6 +21,15 @@ from app.services.errors import (
 
 log = logging.getLogger(__name__)
 
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a domain error, through its class or a base class."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 400
+
+
 STATUS_OF: dict[type[DomainError], int] = {
     NotAuthenticated: 401,
     NotPermitted: 403,
@@ -69,7 +78,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError) -> Response:
         db.session.rollback()
-        status = 400 if isinstance(exc, BadRequestBody) else STATUS_OF.get(type(exc), 400)
+        status = 400 if isinstance(exc, BadRequestBody) else status_of(exc)
         return error_response(status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(ValidationError)

@@ -12,7 +12,7 @@ CapabilityName = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 ]
 TaskStatusName = Literal[
-    "PENDING", "ASSIGNED", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"
+    "PENDING", "ASSIGNED", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED", "EXPIRED"
 ]
 RoutingStrategy = Literal["round_robin", "least_loaded", "trust_weighted", "fastest_response"]
 
@@ -72,7 +72,13 @@ class TaskSubmit(Body):
     priority: int = Field(5, ge=1, le=10)
     max_retries: int = Field(3, ge=0, le=20)
     retry_policy: Literal["exponential", "linear", "fixed"] = "exponential"
-    timeout_seconds: int = Field(300, ge=1, le=3600)
+    timeout_seconds: int = Field(
+        300, ge=1, le=3600, description="execution limit from the claim; then the task fails"
+    )
+    retry_on_timeout: bool = Field(False, description="retry a timed-out task per its policy")
+    expires_in_seconds: int | None = Field(
+        None, ge=1, le=30 * 86400, description="not claimed by then: the task ends EXPIRED"
+    )
     routing_strategy: RoutingStrategy | None = None
 
 
@@ -94,7 +100,10 @@ class CompleteReport(Body):
 
 class FailReport(Body):
     error_message: str = Field(min_length=1, max_length=10_000)
-    retryable: bool = True
+    retryable: bool = Field(True, description="false: never retried, the task ends FAILED")
+    retry_after_seconds: float | None = Field(
+        None, ge=0, le=86400, description="wait this long before the retry (replaces the policy)"
+    )
     attempt: int | None = Field(None, ge=1)
 
 
@@ -116,6 +125,37 @@ class TaskListQuery(Query):
     created_before: datetime | None = None
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, max_length=500)
+
+
+class DeadLetterFilter(Body):
+    client_id: str | None = Field(None, max_length=200)
+    capability: str | None = Field(None, max_length=200)
+    agent_id: str | None = Field(None, max_length=40)
+    priority: int | None = Field(None, ge=1, le=10)
+    created_after: Annotated[datetime, Strict(False)] | None = None
+    created_before: Annotated[datetime, Strict(False)] | None = None
+
+
+class DeadLetterQuery(Query):
+    client_id: str | None = Field(None, max_length=200)
+    capability: str | None = Field(None, max_length=200)
+    agent_id: str | None = Field(None, max_length=40)
+    priority: int | None = Field(None, ge=1, le=10)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=500)
+
+
+class BulkAction(Body):
+    task_ids: list[Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(
+        None, min_length=1, max_length=500, description="these tasks (or give filter)"
+    )
+    filter: DeadLetterFilter | None = Field(
+        None, description="every FAILED task matching (or give task_ids)"
+    )
+    limit: int = Field(1000, ge=1, le=1000, description="with filter: at most this many")
+    reason: str | None = Field(None, max_length=2000, description="cancel only")
 
 
 class AgentListQuery(Query):
@@ -178,7 +218,10 @@ class HeartbeatAck(Out):
     agent_health_status: str
     agent_status: str
     last_heartbeat: datetime
-    cancelled_task_ids: list[str]
+    cancelled_task_ids: list[str] = Field(description="running tasks a client cancelled")
+    stop_task_ids: list[str] = Field(
+        description="tasks to stop now: cancelled, timed out, or taken back from this agent"
+    )
 
 
 class TaskEventOut(Out):
@@ -206,23 +249,47 @@ class TaskOut(Out):
     progress_message: str | None
     result_data: dict[str, Any] | None
     error_message: str | None
+    last_error: str | None
     max_retries: int
     retry_count: int
     retry_policy: str
     next_retry_at: datetime | None
     timeout_seconds: int
+    retry_on_timeout: bool
+    timeout_at: datetime | None
+    expires_at: datetime | None
     routing_strategy: str | None
     created_at: datetime
     updated_at: datetime
     claimed_at: datetime | None
     completed_at: datetime | None
+    cancel_requested_at: datetime | None
     cancelled_at: datetime | None
     cancelled_by: str | None
     cancellation_reason: str | None
 
 
+class TaskAttemptOut(Out):
+    attempt: int
+    agent_id: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: Literal["running", "completed", "failed", "timed_out", "agent_lost", "cancelled"]
+    error: str | None
+    ended_by: str | None
+
+
 class TaskDetail(TaskOut):
     events: list[TaskEventOut]
+    attempts: list[TaskAttemptOut]
+
+
+class BulkOut(Out):
+    action: Literal["requeue", "cancel"]
+    count: int
+    task_ids: list[str]
+    skipped: list[dict[str, str]]
+    remaining: int = Field(description="with filter: matching tasks still left")
 
 
 class TaskPageOut(Out):
@@ -234,6 +301,7 @@ class TaskPageOut(Out):
 class ClaimOut(Out):
     tasks: list[TaskOut]
     cancelled_task_ids: list[str]
+    stop_task_ids: list[str]
 
 
 class BatchItemOut(Out):

@@ -13,8 +13,11 @@ from app.api.errors import validation_details
 from app.api.schemas import (
     BatchOut,
     BatchSubmit,
+    BulkAction,
+    BulkOut,
     CancelRequest,
     CompleteReport,
+    DeadLetterQuery,
     FailReport,
     PriorityUpdate,
     ProgressReport,
@@ -26,12 +29,17 @@ from app.api.schemas import (
     TaskSubmit,
 )
 from app.lib.clock import isoformat
-from app.services import dispatch, task_search
+from app.services import cancellation, dead_letter, dispatch, reports, task_search
 from app.services.errors import InvalidInput
 from app.services.principal import Principal
 
 TAG = "Tasks"
-IDEMPOTENCY = {"Idempotency-Key": "replays return the original task instead of a new one"}
+IDEMPOTENCY = {
+    "Idempotency-Key": "for 24 h (IDEMPOTENCY_TTL_SECONDS) a replay returns the original "
+    "task(s) with status 200 instead of creating new ones; the same key with another body is 422"
+}
+# Batch items store "<key>#batch#<index>", which must fit the 200-character column.
+MAX_KEY = 180
 
 
 @endpoint(
@@ -46,14 +54,20 @@ IDEMPOTENCY = {"Idempotency-Key": "replays return the original task instead of a
     headers=IDEMPOTENCY,
 )
 def submit_task(principal: Principal, body: TaskSubmit) -> tuple[dict[str, Any], int]:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and (not 0 < len(key) <= 200 or unstorable(key)):
-        raise InvalidInput(
-            "Idempotency-Key must be 1..200 characters",
-            [{"field": "Idempotency-Key", "message": "1..200 characters"}],
-        )
+    key = idempotency_key()
     task, created = dispatch.submit_task(principal, body.model_dump(), idempotency_key=key)
     return task.to_dict(), 201 if created else 200
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, checked."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and (not 0 < len(key) <= MAX_KEY or unstorable(key)):
+        raise InvalidInput(
+            f"Idempotency-Key must be 1..{MAX_KEY} characters",
+            [{"field": "Idempotency-Key", "message": f"1..{MAX_KEY} characters"}],
+        )
+    return key
 
 
 def validate_item(item: Any, index: int) -> dict[str, Any] | InvalidInput:
@@ -78,12 +92,14 @@ def validate_item(item: Any, index: int) -> dict[str, Any] | InvalidInput:
     summary="Submit up to 100 tasks",
     tag=TAG,
     body=BatchSubmit,
-    responses={201: BatchOut},
+    responses={201: BatchOut, 200: BatchOut},
     roles=("client",),
+    headers=IDEMPOTENCY,
 )
 def submit_batch(principal: Principal, body: BatchSubmit) -> tuple[dict[str, Any], int]:
+    key = idempotency_key()
     items = [validate_item(item, i) for i, item in enumerate(body.tasks)]
-    outcome = dispatch.submit_batch(principal, items, atomic=body.atomic)
+    outcome = dispatch.submit_batch(principal, items, atomic=body.atomic, idempotency_key=key)
     submitted = [
         {
             "index": i,
@@ -94,7 +110,7 @@ def submit_batch(principal: Principal, body: BatchSubmit) -> tuple[dict[str, Any
         }
         for i, t in outcome.submitted
     ]
-    return {"submitted": submitted, "failed": outcome.failed}, 201
+    return {"submitted": submitted, "failed": outcome.failed}, 200 if outcome.replayed else 201
 
 
 @endpoint(
@@ -128,13 +144,13 @@ def list_tasks(principal: Principal, query: TaskListQuery) -> dict[str, Any]:
     bp,
     "/ains/tasks/<task_id>",
     "GET",
-    summary="Get a task with its events",
+    summary="Get a task with its events and attempts",
     tag=TAG,
     responses={200: TaskDetail},
 )
 def get_task(principal: Principal, task_id: str) -> dict[str, Any]:
     task, events = task_search.task_with_events(principal, task_id)
-    return task.to_dict(events=events)
+    return task.to_dict(events=events, attempts=task_search.task_attempts(task.id))
 
 
 @endpoint(
@@ -148,7 +164,7 @@ def get_task(principal: Principal, task_id: str) -> dict[str, Any]:
     roles=("agent",),
 )
 def report_progress(principal: Principal, task_id: str, body: ProgressReport) -> dict[str, Any]:
-    task = dispatch.report_progress(
+    task = reports.report_progress(
         principal, task_id, body.progress, body.message, attempt=body.attempt
     )
     return task.to_dict()
@@ -165,7 +181,7 @@ def report_progress(principal: Principal, task_id: str, body: ProgressReport) ->
     roles=("agent",),
 )
 def complete_task(principal: Principal, task_id: str, body: CompleteReport) -> dict[str, Any]:
-    return dispatch.complete_task(
+    return reports.complete_task(
         principal, task_id, body.result_data, attempt=body.attempt
     ).to_dict()
 
@@ -181,8 +197,13 @@ def complete_task(principal: Principal, task_id: str, body: CompleteReport) -> d
     roles=("agent",),
 )
 def fail_task(principal: Principal, task_id: str, body: FailReport) -> dict[str, Any]:
-    task = dispatch.fail_task(
-        principal, task_id, body.error_message, retryable=body.retryable, attempt=body.attempt
+    task = reports.fail_task(
+        principal,
+        task_id,
+        body.error_message,
+        retryable=body.retryable,
+        retry_after_seconds=body.retry_after_seconds,
+        attempt=body.attempt,
     )
     return task.to_dict()
 
@@ -191,14 +212,17 @@ def fail_task(principal: Principal, task_id: str, body: FailReport) -> dict[str,
     bp,
     "/ains/tasks/<task_id>/cancel",
     "POST",
-    summary="Cancel a waiting task",
+    summary="Cancel a task (running ones: ask the agent to stop)",
     tag=TAG,
     body=CancelRequest,
-    responses={200: TaskOut},
+    responses={200: TaskOut, 202: TaskOut},
     roles=("client",),
 )
-def cancel_task(principal: Principal, task_id: str, body: CancelRequest) -> dict[str, Any]:
-    return dispatch.cancel_task(principal, task_id, body.reason).to_dict()
+def cancel_task(principal: Principal, task_id: str, body: CancelRequest) -> tuple[dict, int]:
+    task = cancellation.cancel_task(principal, task_id, body.reason)
+    # 202: a running task was asked to stop; it ends CANCELLED when the agent confirms or
+    # after the grace period.
+    return task.to_dict(), 202 if cancellation.is_cancel_pending(task) else 200
 
 
 @endpoint(
@@ -225,3 +249,59 @@ def update_priority(principal: Principal, task_id: str, body: PriorityUpdate) ->
 )
 def queue_metrics(principal: Principal) -> dict[str, Any]:
     return task_search.queue_metrics(principal)
+
+
+@endpoint(
+    bp,
+    "/ains/dead-letter",
+    "GET",
+    summary="List FAILED tasks (the dead-letter view), newest first",
+    tag=TAG,
+    query=DeadLetterQuery,
+    responses={200: TaskPageOut},
+)
+def list_dead_letter(principal: Principal, query: DeadLetterQuery) -> dict[str, Any]:
+    filters = dead_letter.dead_filters(
+        task_search.TaskFilters(**query.model_dump(exclude={"limit", "cursor"}))
+    )
+    page = task_search.list_tasks(principal, filters, limit=query.limit, cursor=query.cursor)
+    return {
+        "tasks": [t.to_dict() for t in page.tasks],
+        "next_cursor": page.next_cursor,
+        "limit": query.limit,
+    }
+
+
+def bulk_args(body: BulkAction) -> dict[str, Any]:
+    filters = None
+    if body.filter is not None:
+        filters = task_search.TaskFilters(**body.filter.model_dump())
+    return {"task_ids": body.task_ids, "filters": filters, "limit": body.limit}
+
+
+@endpoint(
+    bp,
+    "/ains/dead-letter/requeue",
+    "POST",
+    summary="Requeue FAILED tasks by id or by filter (retries reset)",
+    tag=TAG,
+    body=BulkAction,
+    responses={200: BulkOut},
+    roles=("client",),
+)
+def requeue_dead_letter(principal: Principal, body: BulkAction) -> dict[str, Any]:
+    return dead_letter.requeue(principal, **bulk_args(body)).to_dict()
+
+
+@endpoint(
+    bp,
+    "/ains/dead-letter/cancel",
+    "POST",
+    summary="Discard FAILED tasks by id or by filter (they end CANCELLED)",
+    tag=TAG,
+    body=BulkAction,
+    responses={200: BulkOut},
+    roles=("client",),
+)
+def cancel_dead_letter(principal: Principal, body: BulkAction) -> dict[str, Any]:
+    return dead_letter.discard(principal, reason=body.reason, **bulk_args(body)).to_dict()

@@ -3,7 +3,14 @@
 from app.models.agent import HEALTH_TO_STATUS, Agent, AgentStatus, Capability
 from app.models.auth import ApiKey, Role, User
 from app.models.ops import ProcessBeat
-from app.models.task import RETRY_POLICIES, Task, TaskEvent, TaskStatus
+from app.models.task import (
+    RETRY_POLICIES,
+    AttemptOutcome,
+    Task,
+    TaskAttempt,
+    TaskEvent,
+    TaskStatus,
+)
 
 __all__ = [
     "HEALTH_TO_STATUS",
@@ -11,10 +18,12 @@ __all__ = [
     "Agent",
     "AgentStatus",
     "ApiKey",
+    "AttemptOutcome",
     "Capability",
     "ProcessBeat",
     "Role",
     "Task",
+    "TaskAttempt",
     "TaskEvent",
     "TaskStatus",
     "User",

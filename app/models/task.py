@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -21,9 +30,26 @@ class TaskStatus:
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     BLOCKED = "BLOCKED"
-    ALL = (PENDING, ASSIGNED, ACTIVE, COMPLETED, FAILED, CANCELLED, BLOCKED)
-    TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+    EXPIRED = "EXPIRED"
+    ALL = (PENDING, ASSIGNED, ACTIVE, COMPLETED, FAILED, CANCELLED, BLOCKED, EXPIRED)
+    TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, EXPIRED})
     WAITING = frozenset({PENDING, ASSIGNED, BLOCKED})
+
+
+class AttemptOutcome:
+    """How one attempt (one claim of a task) ended."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    AGENT_LOST = "agent_lost"
+    CANCELLED = "cancelled"
+    ALL = (RUNNING, COMPLETED, FAILED, TIMED_OUT, AGENT_LOST, CANCELLED)
+    # Outcomes that count against the agent: a retry prefers another agent.
+    AGENT_FAULT = (FAILED, TIMED_OUT, AGENT_LOST)
+    # Ended by the server while the agent may still be working: it must stop.
+    SERVER_ENDED = (TIMED_OUT, AGENT_LOST, CANCELLED)
 
 
 RETRY_POLICIES = ("exponential", "linear", "fixed")
@@ -40,6 +66,9 @@ class Task(db.Model):
         Index("ix_tasks_client_created", "client_id", "created_at", "id"),
         Index("ix_tasks_status_lease", "status", "lease_expires_at"),
         Index("ix_tasks_next_retry", "next_retry_at"),
+        Index("ix_tasks_status_timeout", "status", "timeout_at"),
+        Index("ix_tasks_status_expires", "status", "expires_at"),
+        Index("ix_tasks_cancel_requested", "status", "cancel_requested_at"),
         UniqueConstraint("client_id", "idempotency_key", name="uq_tasks_client_idempotency"),
     )
 
@@ -59,6 +88,14 @@ class Task(db.Model):
     retry_policy: Mapped[str] = mapped_column(String(16), default="exponential")
     next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     timeout_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    retry_on_timeout: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Execution deadline of the current attempt: claimed_at + timeout_seconds.
+    timeout_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A task still waiting at this time ends EXPIRED (expires_in_seconds at submit).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when a running task is asked to stop; it ends CANCELLED on the agent's
+    # confirmation or after the grace period.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     routing_strategy: Mapped[str | None] = mapped_column(String(40))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -106,7 +143,12 @@ class Task(db.Model):
         db.session.add(event)
         return event
 
-    def to_dict(self, *, events: list[TaskEvent] | None = None) -> dict[str, Any]:
+    def to_dict(
+        self,
+        *,
+        events: list[TaskEvent] | None = None,
+        attempts: list[TaskAttempt] | None = None,
+    ) -> dict[str, Any]:
         data = {
             "task_id": self.id,
             "client_id": self.client_id,
@@ -122,22 +164,29 @@ class Task(db.Model):
             "progress_message": self.progress_message,
             "result_data": self.result_data,
             "error_message": self.error_message,
+            "last_error": self.error_message,
             "max_retries": self.max_retries,
             "retry_count": self.retry_count,
             "retry_policy": self.retry_policy,
             "next_retry_at": isoformat(self.next_retry_at),
             "timeout_seconds": self.timeout_seconds,
+            "retry_on_timeout": self.retry_on_timeout,
+            "timeout_at": isoformat(self.timeout_at),
+            "expires_at": isoformat(self.expires_at),
             "routing_strategy": self.routing_strategy,
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
             "claimed_at": isoformat(self.claimed_at),
             "completed_at": isoformat(self.completed_at),
+            "cancel_requested_at": isoformat(self.cancel_requested_at),
             "cancelled_at": isoformat(self.cancelled_at),
             "cancelled_by": self.cancelled_by,
             "cancellation_reason": self.cancellation_reason,
         }
         if events is not None:
             data["events"] = [e.to_dict() for e in events]
+        if attempts is not None:
+            data["attempts"] = [a.to_dict() for a in attempts]
         return data
 
 
@@ -165,4 +214,36 @@ class TaskEvent(db.Model):
             "actor": self.actor,
             "reason": self.reason,
             "data": self.data,
+        }
+
+
+class TaskAttempt(db.Model):
+    """One claim of a task by an agent: who ran it, when, and how it ended."""
+
+    __tablename__ = "task_attempts"
+    __table_args__ = (
+        UniqueConstraint("task_id", "number", name="uq_task_attempts_task_number"),
+        # Which tasks an agent must stop: its attempts the server ended lately.
+        Index("ix_task_attempts_agent_ended", "agent_id", "ended_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    agent_id: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(16), default=AttemptOutcome.RUNNING)
+    error: Mapped[str | None] = mapped_column(Text)
+    ended_by: Mapped[str | None] = mapped_column(String(100))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.number,
+            "agent_id": self.agent_id,
+            "started_at": isoformat(self.started_at),
+            "ended_at": isoformat(self.ended_at),
+            "outcome": self.outcome,
+            "error": self.error,
+            "ended_by": self.ended_by,
         }

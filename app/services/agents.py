@@ -11,6 +11,7 @@ from app.extensions import db
 from app.lib.clock import utcnow
 from app.lib.tokens import new_id
 from app.models import HEALTH_TO_STATUS, Agent, AgentStatus, Capability, Role
+from app.services.attempts import renew_leases, stop_notices
 from app.services.auth import create_api_key
 from app.services.errors import Conflict, NotFound, NotPermitted
 from app.services.principal import Principal, require_agent
@@ -109,7 +110,8 @@ def record_heartbeat(
     interval_seconds: int,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Record a heartbeat (seed 002 mapping) and tell the agent what to stop."""
+    """Record a heartbeat (seed 002 mapping), renew the agent's leases, and tell it which
+    tasks to stop."""
     agent = require_agent(principal, agent_id)
     now = now or utcnow()
     agent.last_heartbeat = now
@@ -118,6 +120,8 @@ def record_heartbeat(
     agent.uptime_ms = uptime_ms
     agent.metrics = metrics
     agent.updated_at = now
+    renew_leases(agent.id, now)
+    notices = stop_notices(agent.id, now)
     db.session.commit()
     return {
         "acknowledged": True,
@@ -125,14 +129,5 @@ def record_heartbeat(
         "agent_health_status": health_status,
         "agent_status": agent.status,
         "last_heartbeat": agent.last_heartbeat.isoformat(),
-        "cancelled_task_ids": cancelled_task_ids(agent.id),
+        **notices,
     }
-
-
-def cancelled_task_ids(agent_id: str) -> list[str]:
-    """Running tasks of this agent that it must stop.
-
-    Only waiting tasks can be cancelled so far (see dispatch.cancel_task), so no running
-    task is ever in this list yet; the field is part of the protocol agents implement now.
-    """
-    return []

@@ -1,4 +1,4 @@
-"""Submit, claim and report: the dispatch loop."""
+"""Submit and claim: the front half of the dispatch loop (reports.py is the back half)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.lib.clock import epoch_micros, utcnow
 from app.lib.tokens import new_id
-from app.models import Agent, AgentStatus, Role, Task, TaskStatus
+from app.models import (
+    Agent,
+    AgentStatus,
+    AttemptOutcome,
+    Capability,
+    Role,
+    Task,
+    TaskAttempt,
+    TaskStatus,
+)
+from app.services.attempts import open_attempt, stop_notices
 from app.services.errors import Conflict, InvalidInput, NotFound, NotPermitted
 from app.services.principal import Principal, require_agent
 from app.services.settings import settings
@@ -24,7 +34,6 @@ from app.services.wakeups import wakeups
 
 # With aging switched off, a priority level is worth ~4 months of waiting: priority rules.
 NO_AGING_LEVEL_MICROS = 10**13
-RETRY_BASE_SECONDS = {"exponential": 2.0, "linear": 5.0, "fixed": 10.0}
 
 
 def queue_key(priority: int, enqueued_at: datetime, aging_seconds_per_level: int) -> int:
@@ -35,16 +44,6 @@ def queue_key(priority: int, enqueued_at: datetime, aging_seconds_per_level: int
     """
     level = aging_seconds_per_level * 1_000_000 or NO_AGING_LEVEL_MICROS
     return epoch_micros(enqueued_at) - priority * level
-
-
-def retry_delay_seconds(policy: str, retry_number: int) -> float:
-    """Seed 004 delays: exponential 2·2^n s, linear 5·(1+n) s, fixed 10 s (n from 0)."""
-    base = RETRY_BASE_SECONDS[policy]
-    if policy == "exponential":
-        return base * 2**retry_number
-    if policy == "linear":
-        return base * (1 + retry_number)
-    return base
 
 
 def request_fingerprint(fields: dict[str, Any]) -> str:
@@ -88,6 +87,12 @@ def build_task(
         retry_count=0,
         retry_policy=fields["retry_policy"],
         timeout_seconds=fields["timeout_seconds"],
+        retry_on_timeout=fields.get("retry_on_timeout", False),
+        expires_at=(
+            now + timedelta(seconds=fields["expires_in_seconds"])
+            if fields.get("expires_in_seconds")
+            else None
+        ),
         routing_strategy=fields.get("routing_strategy"),
         attempt=0,
         created_by=principal.actor,
@@ -114,9 +119,9 @@ def submit_task(
     fields = {**fields, "client_id": resolve_client_id(principal, fields.get("client_id"))}
     fingerprint = request_fingerprint(fields)
     if idempotency_key:
-        existing = find_idempotent(fields["client_id"], idempotency_key, fingerprint)
-        if existing is not None:
-            return existing, False
+        existing = find_idempotent(fields["client_id"], [idempotency_key], fingerprint, now)
+        if existing:
+            return existing[0], False
     task = build_task(principal, fields, now=now)
     task.idempotency_key = idempotency_key
     task.request_hash = fingerprint if idempotency_key else None
@@ -126,25 +131,44 @@ def submit_task(
         # Two submits raced with the same Idempotency-Key: the other one won.
         db.session.rollback()
         if idempotency_key:
-            existing = find_idempotent(task.client_id, idempotency_key, fingerprint)
-            if existing is not None:
-                return existing, False
+            existing = find_idempotent(fields["client_id"], [idempotency_key], fingerprint, now)
+            if existing:
+                return existing[0], False
         raise
     wakeups.notify([task.capability_required])
     return task, True
 
 
-def find_idempotent(client_id: str, key: str, fingerprint: str) -> Task | None:
-    """The task an earlier submit with this key created, if any."""
-    task = db.session.scalars(
-        db.select(Task).where(Task.client_id == client_id, Task.idempotency_key == key)
-    ).first()
-    if task is not None and task.request_hash != fingerprint:
+def find_idempotent(
+    client_id: str | None, keys: Sequence[str], fingerprint: str, now: datetime, *, actor: str = ""
+) -> list[Task]:
+    """The live tasks earlier submits with these keys created, in key order.
+
+    A key older than the idempotency TTL is released (so it may be used again); a key used
+    with a different body is refused. Batches pass ``client_id=None`` and their actor, as
+    an admin's batch may span clients.
+    """
+    query = db.select(Task).where(Task.idempotency_key.in_(keys))
+    if client_id is not None:
+        query = query.where(Task.client_id == client_id)
+    else:
+        query = query.where(Task.created_by == actor)
+    found = list(db.session.scalars(query))
+    oldest_live = now - timedelta(seconds=settings.idempotency_ttl_seconds)
+    live = [t for t in found if t.created_at >= oldest_live]
+    if len(live) < len(found):
+        for task in found:
+            if task.created_at < oldest_live:
+                task.idempotency_key = None
+        db.session.flush()  # free the keys before a new task takes them
+    if any(t.request_hash != fingerprint for t in live):
+        db.session.rollback()
         raise InvalidInput(
             "Idempotency-Key was already used with a different request body",
             [{"field": "Idempotency-Key", "message": "reused with a different body"}],
         )
-    return task
+    order = {key: i for i, key in enumerate(keys)}
+    return sorted(live, key=lambda t: order.get(t.idempotency_key or "", 0))
 
 
 @dataclass
@@ -153,6 +177,12 @@ class BatchOutcome:
 
     submitted: list[tuple[int, Task]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    replayed: bool = False
+
+
+def batch_item_key(key: str, index: int) -> str:
+    """The Idempotency-Key stored on item ``index`` of a batch submitted with ``key``."""
+    return f"{key}#batch#{index}"
 
 
 def submit_batch(
@@ -160,23 +190,60 @@ def submit_batch(
     items: Sequence[dict[str, Any] | InvalidInput],
     *,
     atomic: bool,
+    idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> BatchOutcome:
     """Create the valid items; with ``atomic`` any invalid item creates nothing.
 
     ``items`` holds, per index, the validated fields or the InvalidInput that the API's
-    validation raised for that item.
+    validation raised for that item. With ``idempotency_key``, a replay of the same batch
+    returns the tasks the first call created.
     """
     now = now or utcnow()
+    fingerprint = request_fingerprint(
+        {
+            "atomic": atomic,
+            "items": [i.message if isinstance(i, InvalidInput) else i for i in items],
+        }
+    )
+    keys = (
+        [batch_item_key(idempotency_key, i) for i in range(len(items))] if idempotency_key else []
+    )
     outcome = BatchOutcome()
+    if idempotency_key:
+        scope = principal.client_id if principal.role == Role.CLIENT else None
+        existing = find_idempotent(scope, keys, fingerprint, now, actor=principal.actor)
+        if existing:
+            by_key = {t.idempotency_key: t for t in existing}
+            outcome.replayed = True
+            outcome.submitted = [(i, by_key[k]) for i, k in enumerate(keys) if k in by_key]
     for index, item in enumerate(items):
+        if outcome.replayed and any(i == index for i, _ in outcome.submitted):
+            continue
         if isinstance(item, InvalidInput):
             outcome.failed.append({"index": index, "error": item.message, "details": item.details})
             continue
+        if outcome.replayed:
+            # The first call did not create this item: report why, as it did then.
+            try:
+                resolve_client_id(principal, item.get("client_id"))
+            except (InvalidInput, NotPermitted) as exc:
+                outcome.failed.append(
+                    {"index": index, "error": exc.message, "details": exc.details}
+                )
+            continue
         try:
-            outcome.submitted.append((index, build_task(principal, item, now=now, sequence=index)))
+            task = build_task(principal, item, now=now, sequence=index)
         except (InvalidInput, NotPermitted) as exc:
             outcome.failed.append({"index": index, "error": exc.message, "details": exc.details})
+            continue
+        if idempotency_key:
+            task.idempotency_key = keys[index]
+            task.request_hash = fingerprint
+        outcome.submitted.append((index, task))
+    if outcome.replayed:
+        db.session.rollback()
+        return outcome
     if atomic and outcome.failed:
         db.session.rollback()
         details = [{"field": f"tasks[{f['index']}]", "message": f["error"]} for f in outcome.failed]
@@ -184,15 +251,92 @@ def submit_batch(
             f"{len(outcome.failed)} of {len(items)} tasks are invalid; nothing was created",
             details,
         )
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The same batch raced itself: the other call created the tasks.
+        db.session.rollback()
+        if not idempotency_key:
+            raise
+        return submit_batch(principal, items, atomic=atomic, idempotency_key=idempotency_key)
     wakeups.notify([task.capability_required for _, task in outcome.submitted])
     return outcome
 
 
+def claimable(capabilities: Sequence[str], now: datetime) -> list[ColumnElement[bool]]:
+    """PENDING tasks of these capabilities whose retry delay is over and that have not expired."""
+    return [
+        Task.status == TaskStatus.PENDING,
+        Task.capability_required.in_(capabilities),
+        (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= now),
+        (Task.expires_at.is_(None)) | (Task.expires_at > now),
+    ]
+
+
+def failed_by(agent_id: str) -> ColumnElement[bool]:
+    """The task has an attempt by this agent that ended through the agent's fault."""
+    return (
+        db.select(TaskAttempt.id)
+        .where(
+            TaskAttempt.task_id == Task.id,
+            TaskAttempt.agent_id == agent_id,
+            TaskAttempt.outcome.in_(AttemptOutcome.AGENT_FAULT),
+        )
+        .exists()
+    )
+
+
+def lock_claimable(conditions: list[ColumnElement[bool]], limit: int) -> list[tuple[str, str]]:
+    """Lock up to ``limit`` matching tasks in queue order: (id, capability) pairs.
+
+    SKIP LOCKED: concurrent claimers pass over rows being claimed instead of waiting on
+    them, and no row can be handed out twice (SQLite: one writer at a time).
+    """
+    return [
+        (row.id, row.capability_required)
+        for row in db.session.execute(
+            db.select(Task.id, Task.capability_required)
+            .where(*conditions)
+            .order_by(Task.queue_key)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ]
+
+
+def capabilities_with_other_agents(agent_id: str, capabilities: set[str]) -> set[str]:
+    """Capabilities that another live agent with a free slot could run."""
+    if not capabilities:
+        return set()
+    return set(
+        db.session.scalars(
+            db.select(Capability.name)
+            .join(Agent, Agent.id == Capability.agent_id)
+            .where(
+                Capability.name.in_(capabilities),
+                Agent.id != agent_id,
+                Agent.status != AgentStatus.INACTIVE,
+                Agent.active_tasks < Agent.max_concurrent_tasks,
+            )
+            .distinct()
+        )
+    )
+
+
 def claim_tasks(
-    principal: Principal, agent_id: str, max_tasks: int, *, now: datetime | None = None
+    principal: Principal,
+    agent_id: str,
+    max_tasks: int,
+    *,
+    now: datetime | None = None,
+    nudge_others: bool = True,
 ) -> list[Task]:
-    """Hand up to ``max_tasks`` PENDING tasks to this agent, within its free slots."""
+    """Hand up to ``max_tasks`` PENDING tasks to this agent, within its free slots.
+
+    A retry prefers an agent that has not failed the task: this agent takes a task it
+    failed before only when no other live agent with a free slot has the capability (and
+    with ``nudge_others`` wakes one of those agents instead).
+    """
     pinned = now is not None
     now = now or utcnow()
     # Locking the agent row serialises claims of one agent, so two concurrent polls cannot
@@ -206,24 +350,24 @@ def claim_tasks(
     if slots <= 0 or not capabilities:
         db.session.rollback()
         return []
-    # SKIP LOCKED: concurrent claimers of other agents pass over rows being claimed instead
-    # of waiting on them, and no row can be handed out twice (SQLite: one writer at a time).
-    ids = list(
-        db.session.scalars(
-            db.select(Task.id)
-            .where(
-                Task.status == TaskStatus.PENDING,
-                Task.capability_required.in_(capabilities),
-                (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= now),
-            )
-            .order_by(Task.queue_key)
-            .limit(slots)
-            .with_for_update(skip_locked=True)
+    base = claimable(capabilities, now)
+    picked = lock_claimable([*base, (Task.attempt == 0) | ~failed_by(agent.id)], slots)
+    left_for_others: list[str] = []
+    if len(picked) < slots:
+        taken = [tid for tid, _ in picked]
+        again = lock_claimable(
+            [*base, Task.attempt > 0, failed_by(agent.id), Task.id.not_in(taken)],
+            slots - len(picked),
         )
-    )
-    if not ids:
+        others = capabilities_with_other_agents(agent.id, {cap for _, cap in again})
+        picked += [(tid, cap) for tid, cap in again if cap not in others]
+        if nudge_others:
+            left_for_others = [cap for _, cap in again if cap in others]
+    if not picked:
         db.session.rollback()
+        wakeups.notify(left_for_others)  # after the rollback, so the rows are free to take
         return []
+    ids = [tid for tid, _ in picked]
     tasks = list(
         db.session.scalars(db.select(Task).where(Task.id.in_(ids)).order_by(Task.queue_key))
     )
@@ -232,13 +376,7 @@ def claim_tasks(
     # committed, so claimed_at can never precede its created_at.
     now = now if pinned else utcnow()
     for task in tasks:
-        task.assigned_agent_id = agent.id
-        task.attempt += 1
-        task.claimed_at = now
-        task.lease_expires_at = now + timedelta(seconds=task.timeout_seconds)
-        task.next_retry_at = None
-        task.progress = None
-        task.progress_message = None
+        open_attempt(task, agent.id, now)
         task.transition(
             TaskStatus.ACTIVE,
             actor=actor,
@@ -248,6 +386,7 @@ def claim_tasks(
         )
     agent.active_tasks += len(tasks)
     db.session.commit()
+    wakeups.notify(left_for_others)
     return tasks
 
 
@@ -274,149 +413,20 @@ def claim_tasks_waiting(
         # Drop tokens the database has just answered for, then look: a task committed
         # after this look pushes its token after the clear, so the wait below sees it.
         wakeups.clear(capabilities)
-        tasks = claim_tasks(principal, agent_id, max_tasks)
+        # Only the first claim nudges other agents for tasks this one failed before, or a
+        # lone agent would wake itself with its own nudge until the deadline.
+        tasks = claim_tasks(principal, agent_id, max_tasks, nudge_others=False)
         remaining = deadline - clock()
         if tasks or remaining <= 0:
             return tasks
         wakeups.wait(capabilities, remaining)
 
 
-def load_reportable(principal: Principal, task_id: str, attempt: int | None) -> tuple[Task, Agent]:
-    """The ACTIVE task the calling agent holds, locked for the report."""
-    principal.require_role(Role.AGENT)
-    task = db.session.scalars(db.select(Task).where(Task.id == task_id).with_for_update()).first()
-    agent = (
-        db.session.get(Agent, task.assigned_agent_id) if task and task.assigned_agent_id else None
-    )
-    if task is None or agent is None or not principal.acts_for(agent):
-        db.session.rollback()
-        raise NotFound(f"task {task_id!r} not found")
-    if task.status != TaskStatus.ACTIVE:
-        status = task.status
-        db.session.rollback()
-        raise Conflict(f"task {task_id!r} is {status}, not ACTIVE: the report was not applied")
-    if attempt is not None and attempt != task.attempt:
-        current = task.attempt
-        db.session.rollback()
-        raise Conflict(f"attempt {attempt} of task {task_id!r} is stale (current is {current})")
-    return task, agent
-
-
-def report_progress(
-    principal: Principal,
-    task_id: str,
-    progress: int,
-    message: str | None,
-    *,
-    attempt: int | None = None,
-    now: datetime | None = None,
-) -> Task:
-    """Record how far the agent has got."""
-    now = now or utcnow()
-    task, _ = load_reportable(principal, task_id, attempt)
-    task.progress = progress
-    task.progress_message = message
-    task.updated_at = now
-    db.session.commit()
-    return task
-
-
-def release_slot(
-    agent_id: str, *, completed: bool, failed: bool, run_seconds: float | None, now: datetime
-) -> None:
-    """Free the agent's slot and keep its outcome counters in step, in one UPDATE."""
-    values: dict[str, Any] = {"active_tasks": Agent.active_tasks - 1, "updated_at": now}
-    if completed:
-        values["total_tasks_completed"] = Agent.total_tasks_completed + 1
-        values["last_task_completed_at"] = now
-        if run_seconds is not None:
-            # Running mean over completed tasks, computed in SQL so concurrent reports add up.
-            values["avg_completion_time_seconds"] = (
-                db.func.coalesce(Agent.avg_completion_time_seconds, 0.0)
-                * Agent.total_tasks_completed
-                + run_seconds
-            ) / (Agent.total_tasks_completed + 1)
-    if failed:
-        values["total_tasks_failed"] = Agent.total_tasks_failed + 1
-    db.session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
-
-
-def complete_task(
-    principal: Principal,
-    task_id: str,
-    result_data: dict[str, Any],
-    *,
-    attempt: int | None = None,
-    now: datetime | None = None,
-) -> Task:
-    """The agent finished the task."""
-    now = now or utcnow()
-    task, agent = load_reportable(principal, task_id, attempt)
-    task.result_data = result_data
-    task.completed_at = now
-    task.progress = 100
-    task.lease_expires_at = None
-    run_seconds = (now - task.claimed_at).total_seconds() if task.claimed_at else None
-    task.transition(
-        TaskStatus.COMPLETED,
-        actor=f"agent:{agent.id}",
-        now=now,
-        reason="completed",
-        data={"attempt": task.attempt, "run_seconds": run_seconds},
-    )
-    release_slot(agent.id, completed=True, failed=False, run_seconds=run_seconds, now=now)
-    db.session.commit()
-    return task
-
-
-def fail_task(
-    principal: Principal,
-    task_id: str,
-    error_message: str,
-    *,
-    retryable: bool = True,
-    attempt: int | None = None,
-    now: datetime | None = None,
-) -> Task:
-    """The agent gave up on the task: retry it per its policy, or end it FAILED."""
-    now = now or utcnow()
-    task, agent = load_reportable(principal, task_id, attempt)
-    record_failure(task, error_message, retryable=retryable, actor=f"agent:{agent.id}", now=now)
-    db.session.commit()
-    return task
-
-
-def record_failure(
-    task: Task, error_message: str, *, retryable: bool, actor: str, now: datetime
-) -> None:
-    """End an ACTIVE attempt in failure: back to PENDING after a delay, or FAILED."""
-    agent_id = task.assigned_agent_id
-    task.error_message = error_message
-    task.lease_expires_at = None
-    if retryable and task.retry_count < task.max_retries:
-        delay = retry_delay_seconds(task.retry_policy, task.retry_count)
-        task.retry_count += 1
-        task.next_retry_at = now + timedelta(seconds=delay)
-        task.assigned_agent_id = None
-        task.transition(
-            TaskStatus.PENDING,
-            actor=actor,
-            now=now,
-            reason=f"retry {task.retry_count} of {task.max_retries} in {delay:g}s: {error_message}",
-            data={"attempt": task.attempt, "retry_in_seconds": delay, "agent_id": agent_id},
-        )
-    else:
-        task.completed_at = now
-        why = "not retryable" if not retryable else f"no retries left of {task.max_retries}"
-        task.transition(
-            TaskStatus.FAILED,
-            actor=actor,
-            now=now,
-            reason=f"{error_message} ({why})",
-            data={"attempt": task.attempt, "agent_id": agent_id},
-        )
-    if agent_id is not None:
-        release_slot(agent_id, completed=False, failed=True, run_seconds=None, now=now)
+def claim_notices(agent_id: str) -> dict[str, list[str]]:
+    """The stop notices a claim response carries (the agent was authorised by the claim)."""
+    notices = stop_notices(agent_id, utcnow())
+    db.session.rollback()
+    return notices
 
 
 def visible_task(principal: Principal, task_id: str, *, lock: bool = False) -> Task:
@@ -428,30 +438,6 @@ def visible_task(principal: Principal, task_id: str, *, lock: bool = False) -> T
     if task is None or not principal.can_see_task(task):
         db.session.rollback()
         raise NotFound(f"task {task_id!r} not found")
-    return task
-
-
-def cancel_task(
-    principal: Principal, task_id: str, reason: str | None, *, now: datetime | None = None
-) -> Task:
-    """Cancel a task that has not started running."""
-    now = now or utcnow()
-    principal.require_role(Role.CLIENT)
-    task = visible_task(principal, task_id, lock=True)
-    if task.status not in TaskStatus.WAITING:
-        status = task.status
-        db.session.rollback()
-        if status == TaskStatus.ACTIVE:
-            raise Conflict(f"task {task_id!r} is ACTIVE: only waiting tasks can be cancelled")
-        raise Conflict(f"task {task_id!r} is already {status}")
-    task.cancelled_at = now
-    task.cancelled_by = principal.actor
-    task.cancellation_reason = reason
-    task.completed_at = now
-    task.transition(
-        TaskStatus.CANCELLED, actor=principal.actor, now=now, reason=reason or "cancelled"
-    )
-    db.session.commit()
     return task
 
 

@@ -32,5 +32,17 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class StaleAttempt(Conflict):
+    """A report from an attempt that is no longer the task's current one."""
+
+    code = "stale_attempt"
+
+
+class CancelRequested(Conflict):
+    """A report on a running task that a client asked to cancel."""
+
+    code = "cancel_requested"
+
+
 class InvalidInput(DomainError):
     code = "validation_error"

@@ -1,4 +1,5 @@
-"""Background upkeep of the task lifecycle: timeouts, silent agents, due retries."""
+"""Background upkeep of the task lifecycle: timeouts, leases, silent agents, forced
+cancels, expiry and due retries. The clock runs ``sweep`` every second through RQ."""
 
 from __future__ import annotations
 
@@ -8,65 +9,122 @@ from typing import Any
 from sqlalchemy import update
 
 from app.extensions import db
-from app.lib.clock import utcnow
-from app.models import Agent, AgentStatus, ProcessBeat, Task, TaskStatus
-from app.services.dispatch import record_failure
+from app.lib.clock import isoformat, utcnow
+from app.models import Agent, AgentStatus, AttemptOutcome, ProcessBeat, Task, TaskStatus
+from app.services.attempts import record_cancellation, record_failure
 from app.services.settings import settings
 from app.services.wakeups import wakeups
 
 SWEEP_BATCH = 500
+MS = timedelta(milliseconds=1)
 
 
 def sweep(now: datetime | None = None) -> dict[str, int]:
-    """One maintenance pass; safe to run concurrently and repeatedly."""
+    """One maintenance pass; safe to run concurrently and repeatedly.
+
+    Every step reads the database only, so a flushed Redis or a restarted worker or clock
+    loses nothing: the next pass finds whatever is overdue.
+    """
     now = now or utcnow()
     return {
         "timed_out": time_out_tasks(now),
+        # Silent agents first, so their tasks say "no heartbeat" and the agent goes
+        # INACTIVE; the lease check then catches any running task left without a sign.
         "agents_lost": retire_silent_agents(now),
+        "leases_expired": expire_leases(now),
+        "cancels_forced": force_cancellations(now),
+        "expired": expire_waiting_tasks(now),
         "retries_due": wake_due_retries(now),
     }
 
 
-def time_out_tasks(now: datetime) -> int:
-    """ACTIVE tasks past their deadline end FAILED, not retried (seed 004, sprint 4.6)."""
-    # SKIP LOCKED: a task being reported on right now is left to that report.
-    tasks = list(
+def lateness(deadline: datetime | None, now: datetime) -> dict[str, Any]:
+    """Event data recording when something was due and how late the sweep caught it."""
+    if deadline is None:
+        return {}
+    return {"deadline": isoformat(deadline), "late_ms": round((now - deadline) / MS)}
+
+
+def locked_overdue(*conditions: Any) -> list[Task]:
+    """Tasks matching ``conditions``, locked; SKIP LOCKED leaves one being reported on to
+    that report."""
+    return list(
         db.session.scalars(
-            db.select(Task)
-            .where(Task.status == TaskStatus.ACTIVE, Task.lease_expires_at < now)
-            .limit(SWEEP_BATCH)
-            .with_for_update(skip_locked=True)
+            db.select(Task).where(*conditions).limit(SWEEP_BATCH).with_for_update(skip_locked=True)
         )
     )
+
+
+def time_out_tasks(now: datetime) -> int:
+    """ACTIVE tasks past their execution deadline fail; retried only with retry_on_timeout."""
+    tasks = locked_overdue(Task.status == TaskStatus.ACTIVE, Task.timeout_at < now)
     for task in tasks:
+        if task.cancel_requested_at is not None:
+            record_cancellation(
+                task, actor="system:timeout", now=now, reason="cancelled (timed out meanwhile)"
+            )
+            continue
         record_failure(
             task,
             f"Task timed out after {task.timeout_seconds} seconds",
-            retryable=False,
+            retryable=task.retry_on_timeout,
             actor="system:timeout",
             now=now,
+            outcome=AttemptOutcome.TIMED_OUT,
+            data=lateness(task.timeout_at, now),
         )
     db.session.commit()
     return len(tasks)
 
 
-def retire_silent_agents(now: datetime) -> int:
-    """Agents that missed their heartbeats go INACTIVE; their running tasks fail an attempt."""
-    silence = timedelta(
-        seconds=settings.heartbeat_interval_seconds * settings.heartbeat_misses_allowed
+def expire_leases(now: datetime) -> int:
+    """ACTIVE tasks whose lease ran out (no heartbeat or progress) count a lost attempt."""
+    tasks = locked_overdue(Task.status == TaskStatus.ACTIVE, Task.lease_expires_at < now)
+    for task in tasks:
+        lose_attempt(task, f"agent lost: lease expired after {settings.lease_seconds}s", now)
+    db.session.commit()
+    return len(tasks)
+
+
+def lose_attempt(task: Task, why: str, now: datetime, deadline: datetime | None = None) -> None:
+    """The agent running ``task`` is gone: fail the attempt and follow the retry policy."""
+    if task.cancel_requested_at is not None:
+        record_cancellation(task, actor="system:heartbeat", now=now, reason=f"cancelled ({why})")
+        return
+    record_failure(
+        task,
+        why,
+        retryable=True,
+        actor="system:heartbeat",
+        now=now,
+        outcome=AttemptOutcome.AGENT_LOST,
+        data=lateness(deadline or task.lease_expires_at, now),
     )
-    # An agent that said OFFLINE is INACTIVE already, but its running tasks must come back too.
-    running = (
+
+
+def retire_silent_agents(now: datetime) -> int:
+    """Agents that missed their heartbeats go INACTIVE; their tasks come back to the queue.
+
+    ASSIGNED tasks (routed, not started) return to PENDING at once; ACTIVE ones count a
+    failed attempt ("agent lost") and follow their retry policy.
+    """
+    silence = timedelta(seconds=settings.lease_seconds)
+    # An agent that said OFFLINE is INACTIVE already, but its tasks must come back too.
+    holding = (
         db.select(Task.id)
-        .where(Task.assigned_agent_id == Agent.id, Task.status == TaskStatus.ACTIVE)
+        .where(
+            Task.assigned_agent_id == Agent.id,
+            Task.status.in_((TaskStatus.ACTIVE, TaskStatus.ASSIGNED)),
+        )
         .exists()
     )
     stale = (Agent.last_heartbeat < now - silence) & (
-        (Agent.status != AgentStatus.INACTIVE) | running
+        (Agent.status != AgentStatus.INACTIVE) | holding
     )
-    stale_ids = list(db.session.scalars(db.select(Agent.id).where(stale)))
+    stale_agents = db.session.execute(db.select(Agent.id, Agent.last_heartbeat).where(stale)).all()
+    db.session.rollback()
     retired = 0
-    for agent_id in stale_ids:
+    for agent_id, last_heartbeat in stale_agents:
         # Conditional update: a heartbeat that lands meanwhile keeps the agent alive.
         changed = db.session.execute(
             update(Agent)
@@ -78,16 +136,65 @@ def retire_silent_agents(now: datetime) -> int:
             continue
         tasks = db.session.scalars(
             db.select(Task)
-            .where(Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE)
+            .where(
+                Task.assigned_agent_id == agent_id,
+                Task.status.in_((TaskStatus.ACTIVE, TaskStatus.ASSIGNED)),
+            )
             .with_for_update()
         )
+        deadline = last_heartbeat + silence if last_heartbeat else None
+        capabilities = []
         for task in tasks:
-            record_failure(
-                task, "agent lost: no heartbeat", retryable=True, actor="system:heartbeat", now=now
-            )
+            if task.status == TaskStatus.ASSIGNED:
+                task.assigned_agent_id = None
+                task.transition(
+                    TaskStatus.PENDING,
+                    actor="system:heartbeat",
+                    now=now,
+                    reason="agent lost before it started: back to the queue",
+                    data={"agent_id": agent_id, **lateness(deadline, now)},
+                )
+            else:
+                lose_attempt(task, "agent lost: no heartbeat", now, deadline)
+            capabilities.append(task.capability_required)
         db.session.commit()
+        wakeups.notify(capabilities)
         retired += 1
     return retired
+
+
+def force_cancellations(now: datetime) -> int:
+    """Cancel requests the agent did not confirm within the grace period take effect."""
+    grace = timedelta(seconds=settings.cancel_grace_seconds)
+    tasks = locked_overdue(Task.status == TaskStatus.ACTIVE, Task.cancel_requested_at < now - grace)
+    for task in tasks:
+        record_cancellation(
+            task,
+            actor="system:cancel",
+            now=now,
+            reason=f"cancelled: the agent did not confirm within {settings.cancel_grace_seconds}s"
+            + (f" ({task.cancellation_reason})" if task.cancellation_reason else ""),
+        )
+    db.session.commit()
+    return len(tasks)
+
+
+def expire_waiting_tasks(now: datetime) -> int:
+    """Tasks not claimed before their expires_at end EXPIRED."""
+    tasks = locked_overdue(Task.status.in_(TaskStatus.WAITING), Task.expires_at < now)
+    for task in tasks:
+        task.completed_at = now
+        task.next_retry_at = None
+        task.error_message = "expired before an agent claimed it"
+        task.transition(
+            TaskStatus.EXPIRED,
+            actor="system:expiry",
+            now=now,
+            reason="not claimed before expires_at",
+            data=lateness(task.expires_at, now),
+        )
+    db.session.commit()
+    return len(tasks)
 
 
 def wake_due_retries(now: datetime, window_seconds: float = 2.0) -> int:

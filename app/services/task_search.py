@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, and_, func, or_
 from app.extensions import db
 from app.lib.clock import as_utc, utcnow
 from app.lib.cursors import BadCursor, decode_cursor, encode_cursor
-from app.models import Agent, Role, Task, TaskEvent, TaskStatus
+from app.models import Agent, Role, Task, TaskAttempt, TaskEvent, TaskStatus
 from app.services.dispatch import visible_task
 from app.services.errors import InvalidInput
 from app.services.principal import Principal
@@ -52,21 +52,7 @@ def list_tasks(
     principal: Principal, filters: TaskFilters, *, limit: int = 50, cursor: str | None = None
 ) -> TaskPage:
     """Newest first, ``limit`` at a time, continuing after ``cursor``."""
-    conditions = scope_for(principal)
-    if filters.status:
-        conditions.append(Task.status == filters.status)
-    if filters.client_id:
-        conditions.append(Task.client_id == filters.client_id)
-    if filters.capability:
-        conditions.append(Task.capability_required == filters.capability)
-    if filters.agent_id:
-        conditions.append(Task.assigned_agent_id == filters.agent_id)
-    if filters.priority is not None:
-        conditions.append(Task.priority == filters.priority)
-    if filters.created_after:
-        conditions.append(Task.created_at >= as_utc(filters.created_after))
-    if filters.created_before:
-        conditions.append(Task.created_at < as_utc(filters.created_before))
+    conditions = filter_conditions(principal, filters)
     if cursor:
         try:
             created_at, task_id = decode_cursor(cursor)
@@ -94,6 +80,26 @@ def list_tasks(
     return TaskPage(tasks=rows, next_cursor=next_cursor)
 
 
+def filter_conditions(principal: Principal, filters: TaskFilters) -> list[ColumnElement[bool]]:
+    """The principal's scope narrowed by the filters."""
+    conditions = scope_for(principal)
+    if filters.status:
+        conditions.append(Task.status == filters.status)
+    if filters.client_id:
+        conditions.append(Task.client_id == filters.client_id)
+    if filters.capability:
+        conditions.append(Task.capability_required == filters.capability)
+    if filters.agent_id:
+        conditions.append(Task.assigned_agent_id == filters.agent_id)
+    if filters.priority is not None:
+        conditions.append(Task.priority == filters.priority)
+    if filters.created_after:
+        conditions.append(Task.created_at >= as_utc(filters.created_after))
+    if filters.created_before:
+        conditions.append(Task.created_at < as_utc(filters.created_before))
+    return conditions
+
+
 def task_with_events(principal: Principal, task_id: str) -> tuple[Task, list[TaskEvent]]:
     """One task and its full history, oldest event first."""
     task = visible_task(principal, task_id)
@@ -103,6 +109,17 @@ def task_with_events(principal: Principal, task_id: str) -> tuple[Task, list[Tas
         )
     )
     return task, events
+
+
+def task_attempts(task_id: str) -> list[TaskAttempt]:
+    """Every attempt of a task, first first."""
+    return list(
+        db.session.scalars(
+            db.select(TaskAttempt)
+            .where(TaskAttempt.task_id == task_id)
+            .order_by(TaskAttempt.number)
+        )
+    )
 
 
 def epoch_seconds(column: Any) -> Any:

@@ -325,6 +325,7 @@ def patch(id: str, path: str, persona: str, status: int, body: Any, **kwargs: An
 
 
 CONFLICT = {"code": "conflict"}
+STALE = {"code": "stale_attempt"}
 
 TASK_CASES = [
     get("get-unknown-task", "/ains/tasks/task_nope", "admin", 404, code="not_found"),
@@ -350,7 +351,7 @@ TASK_CASES = [
     post(
         "complete-finished", DONE + "/complete", "agent", 409, {"result_data": {"x": 1}}, **CONFLICT
     ),
-    post("complete-stale-attempt", ACTIVE + "/complete", "agent", 409, {"attempt": 2}, **CONFLICT),
+    post("complete-stale-attempt", ACTIVE + "/complete", "agent", 409, {"attempt": 2}, **STALE),
     post("complete-by-foreign-agent", ACTIVE + "/complete", "other_agent", 404, {}),
     post("complete-by-other-fleet", ACTIVE + "/complete", "other_fleet", 404, {}),
     post("complete-unassigned", PENDING + "/complete", "agent", 404, {}),
@@ -380,7 +381,7 @@ TASK_CASES = [
         "agent",
         409,
         {"error_message": "x", "attempt": 3},
-        **CONFLICT,
+        **STALE,
     ),
     post("fail-by-foreign-agent", ACTIVE + "/fail", "other_agent", 404, {"error_message": "x"}),
     post(

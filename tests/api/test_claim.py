@@ -17,7 +17,9 @@ def claim_url(agent_id: str) -> str:
     return f"/ains/agents/{agent_id}/tasks/claim"
 
 
-def test_it_hands_out_active_tasks_with_attempt_and_lease(api: Api, personas: Personas) -> None:
+def test_it_hands_out_active_tasks_with_attempt_and_lease(
+    app: Flask, api: Api, personas: Personas
+) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
     task = api.submit(personas.client, timeout_seconds=120)
     response = api.post(claim_url(agent_id), agent, json={"max_tasks": 1})
@@ -29,8 +31,13 @@ def test_it_hands_out_active_tasks_with_attempt_and_lease(api: Api, personas: Pe
     assert claimed["status"] == "ACTIVE"
     assert claimed["assigned_agent_id"] == agent_id
     assert claimed["attempt"] == 1
-    lease = parse_time(claimed["lease_expires_at"]) - parse_time(claimed["claimed_at"])
-    assert lease.total_seconds() == 120
+    claimed_at = parse_time(claimed["claimed_at"])
+    # The execution deadline comes from the task; the lease from the heartbeat settings
+    # (interval x misses allowed), renewed by heartbeats and progress.
+    assert (parse_time(claimed["timeout_at"]) - claimed_at).total_seconds() == 120
+    lease = parse_time(claimed["lease_expires_at"]) - claimed_at
+    interval = app.config["HEARTBEAT_INTERVAL_SECONDS"]
+    assert lease.total_seconds() == interval * app.config["HEARTBEAT_MISSES_ALLOWED"]
 
 
 def test_it_never_gives_an_agent_more_than_its_slots(
@@ -167,5 +174,5 @@ def test_it_returns_an_empty_long_poll_after_wait_seconds(api: Api, personas: Pe
     response = api.post(claim_url(agent_id), agent, json={"wait_seconds": 1})
     elapsed = time.monotonic() - started
     assert response.status_code == 200
-    assert response.get_json() == {"tasks": [], "cancelled_task_ids": []}
+    assert response.get_json() == {"tasks": [], "cancelled_task_ids": [], "stop_task_ids": []}
     assert 0.9 <= elapsed < 2.5, elapsed

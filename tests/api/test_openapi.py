@@ -17,12 +17,13 @@ from app.api.schemas import (
     AgentOut,
     CapabilityOut,
     ErrorOut,
+    TaskAttemptOut,
     TaskDetail,
     TaskEventOut,
     TaskOut,
 )
 from app.extensions import db
-from app.models import Agent, Task, TaskEvent
+from app.models import Agent, Task, TaskAttempt, TaskEvent
 from tests.conftest import Api, Persona, Personas
 
 API_PREFIXES = ("/ains", "/aitp")
@@ -158,22 +159,34 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
             "input_data": {"a": [1, {"b": None}]},
         },
     )
-    api.post(
-        "/ains/tasks/batch",
-        personas.client,
-        json={
-            "tasks": [
-                {"task_type": "r", "capability_required": "report-v1"},
-                {"task_type": "r", "capability_required": "report-v1", "priority": 0},
-                {"task_type": "r", "capability_required": "idle-v1"},
-            ]
-        },
-    )
-    claimed = api.claim(agent_id, agent, max_tasks=2)
+    batch = {
+        "tasks": [
+            {"task_type": "r", "capability_required": "report-v1"},
+            {"task_type": "r", "capability_required": "report-v1", "priority": 0},
+            {"task_type": "r", "capability_required": "idle-v1"},
+            {"task_type": "r", "capability_required": "report-v1"},
+        ]
+    }
+    for _ in range(2):  # 201, then the idempotent replay's 200
+        api.post("/ains/tasks/batch", personas.client, headers={"Idempotency-Key": "b"}, json=batch)
+    claimed = api.claim(agent_id, agent, max_tasks=3)
     done, failed = claimed[0]["task_id"], claimed[1]["task_id"]
     api.post(f"/ains/tasks/{done}/progress", agent, json={"progress": 50, "message": "half"})
     api.post(f"/ains/tasks/{done}/complete", agent, json={"result_data": {"ok": True}})
-    api.post(f"/ains/tasks/{failed}/fail", agent, json={"error_message": "boom"})
+    api.post(
+        f"/ains/tasks/{failed}/fail", agent, json={"error_message": "boom", "retryable": False}
+    )
+    running = claimed[2]["task_id"]
+    api.post(f"/ains/tasks/{running}/cancel", personas.client, json={"reason": "stop it"})
+    api.get("/ains/dead-letter", personas.client)
+    api.post("/ains/dead-letter/requeue", personas.client, json={"task_ids": [failed]})
+    claimed_again = api.claim(agent_id, agent, max_tasks=1)
+    api.post(
+        f"/ains/tasks/{claimed_again[0]['task_id']}/fail",
+        agent,
+        json={"error_message": "boom again", "retryable": False},
+    )
+    api.post("/ains/dead-letter/cancel", personas.client, json={"filter": {}, "reason": "gone"})
     waiting = api.get(
         "/ains/tasks", personas.client, query_string={"capability": "idle-v1"}
     ).get_json()["tasks"][0]["task_id"]
@@ -270,7 +283,12 @@ def test_it_serialises_real_rows_in_every_state_as_the_models_say(
                 db.session.scalars(db.select(TaskEvent).where(TaskEvent.task_id == task.id))
             )
             validate_json(TaskOut, task.to_dict())
-            validate_json(TaskDetail, task.to_dict(events=events))
+            attempts = list(
+                db.session.scalars(db.select(TaskAttempt).where(TaskAttempt.task_id == task.id))
+            )
+            validate_json(TaskDetail, task.to_dict(events=events, attempts=attempts))
+            for attempt in attempts:
+                validate_json(TaskAttemptOut, attempt.to_dict())
             for event in events:
                 validate_json(TaskEventOut, event.to_dict())
         agent_row = db.session.get(Agent, agent_id)

@@ -128,7 +128,7 @@ def test_it_refuses_a_stale_attempt_after_the_task_was_claimed_again(
                 ("progress", {"progress": 50, "attempt": 1}),
             ):
                 response = api.post(f"/ains/tasks/{task_id}/{path}", agent, json=body)
-                assert_error(response, 409, "conflict")
+                assert_error(response, 409, "stale_attempt")
         done = api.post(f"/ains/tasks/{task_id}/complete", agent, json={"attempt": 2})
         assert done.status_code == 200
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from app.extensions import db
-from app.services import agents, dispatch
+from app.services import agents, dispatch, reports
 from app.services.auth import create_api_key
 from app.services.principal import Principal
 
@@ -38,7 +38,7 @@ def drain(capability: str, batch: int) -> list[str]:
         ids = [t.id for t in tasks]
         claimed.extend(ids)
         for task_id in ids:
-            dispatch.complete_task(principal, task_id, {"by": agent_id})
+            reports.complete_task(principal, task_id, {"by": agent_id})
     db.session.remove()
     return claimed
 

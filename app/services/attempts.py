@@ -1,0 +1,243 @@
+"""Attempts: how a claim of a task ends, what happens next, and what an agent must stop.
+
+Every claim opens one attempt row; every way an ACTIVE task can stop running (completed,
+failed, timed out, agent lost, cancelled) closes it here, frees the agent's slot and
+decides the task's next status, so the API, the sweeps and the UI all share one path.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from app.extensions import db
+from app.models import Agent, AttemptOutcome, Task, TaskAttempt, TaskStatus
+from app.services.settings import settings
+
+RETRY_BASE_SECONDS = {"exponential": 2.0, "linear": 5.0, "fixed": 10.0}
+
+
+def policy_delay_seconds(policy: str, retry_number: int) -> float:
+    """Seed 004 delays: exponential 2·2^n s, linear 5·(1+n) s, fixed 10 s (n from 0)."""
+    base = RETRY_BASE_SECONDS[policy]
+    if policy == "exponential":
+        return base * 2 ** min(retry_number, 40)
+    if policy == "linear":
+        return base * (1 + retry_number)
+    return base
+
+
+def retry_delay_seconds(
+    policy: str,
+    retry_number: int,
+    *,
+    jitter: str | None = None,
+    cap: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """The wait before retry ``retry_number``: the policy's delay, capped, then jittered.
+
+    Full jitter (the default) draws uniformly from [0, delay], which spreads a burst of
+    failures out instead of retrying them all in the same second.
+    """
+    jitter = settings.retry_jitter if jitter is None else jitter
+    cap = settings.retry_max_delay_seconds if cap is None else cap
+    delay = min(policy_delay_seconds(policy, retry_number), cap)
+    if jitter == "full":
+        return (rng or random).uniform(0.0, delay)
+    return delay
+
+
+def open_attempt(task: Task, agent_id: str, now: datetime) -> None:
+    """A claim: the next attempt number, its deadline and lease, and its row."""
+    task.attempt += 1
+    task.assigned_agent_id = agent_id
+    task.claimed_at = now
+    task.timeout_at = now + timedelta(seconds=task.timeout_seconds)
+    task.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
+    task.next_retry_at = None
+    task.progress = None
+    task.progress_message = None
+    db.session.add(
+        TaskAttempt(task_id=task.id, number=task.attempt, agent_id=agent_id, started_at=now)
+    )
+
+
+def close_attempt(
+    task: Task, outcome: str, *, actor: str, now: datetime, error: str | None = None
+) -> None:
+    """End the task's current attempt row (if it is still open)."""
+    db.session.execute(
+        update(TaskAttempt)
+        .where(
+            TaskAttempt.task_id == task.id,
+            TaskAttempt.number == task.attempt,
+            TaskAttempt.outcome == AttemptOutcome.RUNNING,
+        )
+        .values(outcome=outcome, ended_at=now, error=error, ended_by=actor)
+    )
+
+
+def release_slot(
+    agent_id: str, *, completed: bool, failed: bool, run_seconds: float | None, now: datetime
+) -> None:
+    """Free the agent's slot and keep its outcome counters in step, in one UPDATE."""
+    values: dict[str, Any] = {"active_tasks": Agent.active_tasks - 1, "updated_at": now}
+    if completed:
+        values["total_tasks_completed"] = Agent.total_tasks_completed + 1
+        values["last_task_completed_at"] = now
+        if run_seconds is not None:
+            # Running mean over completed tasks, computed in SQL so concurrent reports add up.
+            values["avg_completion_time_seconds"] = (
+                db.func.coalesce(Agent.avg_completion_time_seconds, 0.0)
+                * Agent.total_tasks_completed
+                + run_seconds
+            ) / (Agent.total_tasks_completed + 1)
+    if failed:
+        values["total_tasks_failed"] = Agent.total_tasks_failed + 1
+    db.session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
+
+
+def stop_running(task: Task) -> str | None:
+    """Clear the running state of an ACTIVE task; return the agent that held it."""
+    agent_id = task.assigned_agent_id
+    task.lease_expires_at = None
+    task.timeout_at = None
+    return agent_id
+
+
+def record_completion(
+    task: Task, result_data: dict[str, Any], *, actor: str, now: datetime
+) -> None:
+    """An ACTIVE task's attempt succeeded."""
+    agent_id = stop_running(task)
+    task.result_data = result_data
+    task.completed_at = now
+    task.progress = 100
+    run_seconds = (now - task.claimed_at).total_seconds() if task.claimed_at else None
+    close_attempt(task, AttemptOutcome.COMPLETED, actor=actor, now=now)
+    task.transition(
+        TaskStatus.COMPLETED,
+        actor=actor,
+        now=now,
+        reason="completed",
+        data={"attempt": task.attempt, "run_seconds": run_seconds},
+    )
+    if agent_id is not None:
+        release_slot(agent_id, completed=True, failed=False, run_seconds=run_seconds, now=now)
+
+
+def record_failure(
+    task: Task,
+    error_message: str,
+    *,
+    retryable: bool,
+    actor: str,
+    now: datetime,
+    outcome: str = AttemptOutcome.FAILED,
+    retry_after_seconds: float | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """End an ACTIVE attempt in failure: back to PENDING after a delay, or FAILED.
+
+    ``retry_after_seconds`` (an agent's hint) replaces the policy's delay.
+    """
+    agent_id = stop_running(task)
+    task.error_message = error_message
+    close_attempt(task, outcome, actor=actor, now=now, error=error_message)
+    event_data = {"attempt": task.attempt, "agent_id": agent_id, "outcome": outcome, **(data or {})}
+    if retryable and task.retry_count < task.max_retries:
+        if retry_after_seconds is not None:
+            delay = float(retry_after_seconds)
+        else:
+            delay = retry_delay_seconds(task.retry_policy, task.retry_count)
+        task.retry_count += 1
+        task.next_retry_at = now + timedelta(seconds=delay)
+        task.assigned_agent_id = None
+        task.transition(
+            TaskStatus.PENDING,
+            actor=actor,
+            now=now,
+            reason=f"retry {task.retry_count} of {task.max_retries} in {delay:.1f}s: "
+            f"{error_message}",
+            data={**event_data, "retry_in_seconds": round(delay, 3)},
+        )
+    else:
+        task.completed_at = now
+        why = "not retryable" if not retryable else f"no retries left of {task.max_retries}"
+        task.transition(
+            TaskStatus.FAILED,
+            actor=actor,
+            now=now,
+            reason=f"{error_message} ({why})",
+            data=event_data,
+        )
+    if agent_id is not None:
+        release_slot(agent_id, completed=False, failed=True, run_seconds=None, now=now)
+
+
+def record_cancellation(task: Task, *, actor: str, now: datetime, reason: str) -> None:
+    """End a task CANCELLED; a running attempt is closed and its slot freed."""
+    agent_id = None
+    if task.status == TaskStatus.ACTIVE:
+        agent_id = stop_running(task)
+        close_attempt(task, AttemptOutcome.CANCELLED, actor=actor, now=now, error=reason)
+    task.completed_at = now
+    task.cancelled_at = now
+    task.next_retry_at = None
+    task.transition(
+        TaskStatus.CANCELLED,
+        actor=actor,
+        now=now,
+        reason=reason,
+        data={"attempt": task.attempt} if agent_id else None,
+    )
+    if agent_id is not None:
+        release_slot(agent_id, completed=False, failed=False, run_seconds=None, now=now)
+
+
+def renew_leases(agent_id: str, now: datetime, task_id: str | None = None) -> None:
+    """A sign of life: push back the lease of the agent's running tasks (or one of them)."""
+    query = update(Task).where(Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE)
+    if task_id is not None:
+        query = query.where(Task.id == task_id)
+    db.session.execute(
+        query.values(lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
+    )
+
+
+def stop_notices(agent_id: str, now: datetime) -> dict[str, list[str]]:
+    """The tasks this agent must stop working on, for heartbeat and claim responses.
+
+    ``cancelled_task_ids``: running tasks a client asked to cancel, and tasks cancelled
+    lately while the agent held them. ``stop_task_ids``: those plus the tasks the server
+    took back lately (timed out, agent lost). Repeated for a while so a lost response
+    does not lose the notice; an agent ignores ids it is not running.
+    """
+    running = db.session.execute(
+        db.select(Task.id, Task.cancel_requested_at).where(
+            Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE
+        )
+    ).all()
+    requested = {tid for tid, asked in running if asked is not None}
+    # A task taken back and claimed again by this same agent runs under a new attempt:
+    # the old attempt's notice must not stop it.
+    held = {tid for tid, _ in running}
+    since = now - timedelta(seconds=settings.stop_notice_seconds)
+    ended = [
+        (tid, outcome)
+        for tid, outcome in db.session.execute(
+            db.select(TaskAttempt.task_id, TaskAttempt.outcome).where(
+                TaskAttempt.agent_id == agent_id,
+                TaskAttempt.ended_at > since,
+                TaskAttempt.outcome.in_(AttemptOutcome.SERVER_ENDED),
+            )
+        ).all()
+        if tid not in held
+    ]
+    cancelled = requested | {tid for tid, outcome in ended if outcome == AttemptOutcome.CANCELLED}
+    stop = cancelled | {tid for tid, _ in ended}
+    return {"cancelled_task_ids": sorted(cancelled), "stop_task_ids": sorted(stop)}
