@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
@@ -99,6 +100,18 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(exc.code or 500, code, exc.description or exc.name)
         if exc.code == 429 and exc.response is not None and "Retry-After" in exc.response.headers:
             response.headers["Retry-After"] = exc.response.headers["Retry-After"]
+        return response
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(exc: OperationalError) -> Response:
+        # A lost connection, a restarting server, a lock timeout: nothing was committed,
+        # and the same request may well succeed in a moment.
+        db.session.rollback()
+        log.warning("database error on %s %s: %s", request.method, request.path, exc.orig)
+        response = error_response(
+            503, "database_unavailable", "the database did not answer; nothing was changed"
+        )
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.errorhandler(Exception)

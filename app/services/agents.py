@@ -114,13 +114,14 @@ def record_heartbeat(
     tasks to stop."""
     agent = require_agent(principal, agent_id)
     now = now or utcnow()
+    # Task rows before the agent row, the order every writer follows (no deadlocks).
+    renew_leases(agent.id, now)
     agent.last_heartbeat = now
     agent.health_status = health_status
     agent.status = HEALTH_TO_STATUS[health_status]
     agent.uptime_ms = uptime_ms
     agent.metrics = metrics
     agent.updated_at = now
-    renew_leases(agent.id, now)
     notices = stop_notices(agent.id, now)
     db.session.commit()
     return {

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import update
 
 from app.extensions import db
+from app.lib.clock import isoformat
 from app.models import Agent, AttemptOutcome, Task, TaskAttempt, TaskStatus
 from app.services.settings import settings
 
@@ -179,6 +180,35 @@ def record_failure(
         release_slot(agent_id, completed=False, failed=True, run_seconds=None, now=now)
 
 
+def lateness(deadline: datetime | None, now: datetime) -> dict[str, Any]:
+    """Event data recording when something was due and how late it was caught."""
+    if deadline is None:
+        return {}
+    return {
+        "deadline": isoformat(deadline),
+        "late_ms": round((now - deadline) / timedelta(milliseconds=1)),
+    }
+
+
+def record_timeout(task: Task, now: datetime, *, actor: str = "system:timeout") -> None:
+    """An ACTIVE task ran past its execution deadline: it fails, retried only if it asked.
+
+    A task that was also asked to cancel just ends CANCELLED.
+    """
+    if task.cancel_requested_at is not None:
+        record_cancellation(task, actor=actor, now=now, reason="cancelled (timed out meanwhile)")
+        return
+    record_failure(
+        task,
+        f"Task timed out after {task.timeout_seconds} seconds",
+        retryable=task.retry_on_timeout,
+        actor=actor,
+        now=now,
+        outcome=AttemptOutcome.TIMED_OUT,
+        data=lateness(task.timeout_at, now),
+    )
+
+
 def record_cancellation(task: Task, *, actor: str, now: datetime, reason: str) -> None:
     """End a task CANCELLED; a running attempt is closed and its slot freed."""
     agent_id = None
@@ -200,13 +230,23 @@ def record_cancellation(task: Task, *, actor: str, now: datetime, reason: str) -
 
 
 def renew_leases(agent_id: str, now: datetime, task_id: str | None = None) -> None:
-    """A sign of life: push back the lease of the agent's running tasks (or one of them)."""
-    query = update(Task).where(Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE)
-    if task_id is not None:
-        query = query.where(Task.id == task_id)
-    db.session.execute(
-        query.values(lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
+    """A sign of life: push back the lease of the agent's running tasks (or one of them).
+
+    Rows locked by a report in flight are skipped (that report ends or renews them), so a
+    heartbeat never waits on a task lock: locks are always taken task first, agent second.
+    """
+    running = db.select(Task.id).where(
+        Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE
     )
+    if task_id is not None:
+        running = running.where(Task.id == task_id)
+    ids = list(db.session.scalars(running.with_for_update(skip_locked=True)))
+    if ids:
+        db.session.execute(
+            update(Task)
+            .where(Task.id.in_(ids))
+            .values(lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
+        )
 
 
 def stop_notices(agent_id: str, now: datetime) -> dict[str, list[str]]:

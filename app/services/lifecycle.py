@@ -9,14 +9,18 @@ from typing import Any
 from sqlalchemy import update
 
 from app.extensions import db
-from app.lib.clock import isoformat, utcnow
+from app.lib.clock import utcnow
 from app.models import Agent, AgentStatus, AttemptOutcome, ProcessBeat, Task, TaskStatus
-from app.services.attempts import record_cancellation, record_failure
+from app.services.attempts import (
+    lateness,
+    record_cancellation,
+    record_failure,
+    record_timeout,
+)
 from app.services.settings import settings
 from app.services.wakeups import wakeups
 
 SWEEP_BATCH = 500
-MS = timedelta(milliseconds=1)
 
 
 def sweep(now: datetime | None = None) -> dict[str, int]:
@@ -38,13 +42,6 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     }
 
 
-def lateness(deadline: datetime | None, now: datetime) -> dict[str, Any]:
-    """Event data recording when something was due and how late the sweep caught it."""
-    if deadline is None:
-        return {}
-    return {"deadline": isoformat(deadline), "late_ms": round((now - deadline) / MS)}
-
-
 def locked_overdue(*conditions: Any) -> list[Task]:
     """Tasks matching ``conditions``, locked; SKIP LOCKED leaves one being reported on to
     that report."""
@@ -59,20 +56,7 @@ def time_out_tasks(now: datetime) -> int:
     """ACTIVE tasks past their execution deadline fail; retried only with retry_on_timeout."""
     tasks = locked_overdue(Task.status == TaskStatus.ACTIVE, Task.timeout_at < now)
     for task in tasks:
-        if task.cancel_requested_at is not None:
-            record_cancellation(
-                task, actor="system:timeout", now=now, reason="cancelled (timed out meanwhile)"
-            )
-            continue
-        record_failure(
-            task,
-            f"Task timed out after {task.timeout_seconds} seconds",
-            retryable=task.retry_on_timeout,
-            actor="system:timeout",
-            now=now,
-            outcome=AttemptOutcome.TIMED_OUT,
-            data=lateness(task.timeout_at, now),
-        )
+        record_timeout(task, now)
     db.session.commit()
     return len(tasks)
 
@@ -125,6 +109,18 @@ def retire_silent_agents(now: datetime) -> int:
     db.session.rollback()
     retired = 0
     for agent_id, last_heartbeat in stale_agents:
+        # Task rows first, then the agent row: the lock order every writer follows. A task
+        # locked by a report in flight is left to that report (or to the lease check).
+        tasks = list(
+            db.session.scalars(
+                db.select(Task)
+                .where(
+                    Task.assigned_agent_id == agent_id,
+                    Task.status.in_((TaskStatus.ACTIVE, TaskStatus.ASSIGNED)),
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
         # Conditional update: a heartbeat that lands meanwhile keeps the agent alive.
         changed = db.session.execute(
             update(Agent)
@@ -134,14 +130,6 @@ def retire_silent_agents(now: datetime) -> int:
         if changed != 1:
             db.session.rollback()
             continue
-        tasks = db.session.scalars(
-            db.select(Task)
-            .where(
-                Task.assigned_agent_id == agent_id,
-                Task.status.in_((TaskStatus.ACTIVE, TaskStatus.ASSIGNED)),
-            )
-            .with_for_update()
-        )
         deadline = last_heartbeat + silence if last_heartbeat else None
         capabilities = []
         for task in tasks:

@@ -8,7 +8,7 @@ cannot overwrite the new attempt's result.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.extensions import db
@@ -18,10 +18,11 @@ from app.services.attempts import (
     record_cancellation,
     record_completion,
     record_failure,
-    renew_leases,
+    record_timeout,
 )
 from app.services.errors import CancelRequested, Conflict, NotFound, StaleAttempt
 from app.services.principal import Principal
+from app.services.settings import settings
 
 
 def held_before(principal: Principal, task: Task, attempt: int | None) -> bool:
@@ -36,7 +37,9 @@ def held_before(principal: Principal, task: Task, attempt: int | None) -> bool:
     return False
 
 
-def load_reportable(principal: Principal, task_id: str, attempt: int | None) -> tuple[Task, Agent]:
+def load_reportable(
+    principal: Principal, task_id: str, attempt: int | None, now: datetime
+) -> tuple[Task, Agent]:
     """The ACTIVE task the calling agent holds in this attempt, locked for the report."""
     principal.require_role(Role.AGENT)
     task = db.session.scalars(db.select(Task).where(Task.id == task_id).with_for_update()).first()
@@ -48,6 +51,14 @@ def load_reportable(principal: Principal, task_id: str, attempt: int | None) -> 
     current = task.status == TaskStatus.ACTIVE and holds
     if current and (attempt is None or attempt == task.attempt):
         assert agent is not None
+        if task.timeout_at is not None and now > task.timeout_at:
+            # Past the deadline the attempt is over, whether or not the sweep has run yet.
+            record_timeout(task, now)
+            db.session.commit()
+            raise Conflict(
+                f"task {task_id!r} timed out after {task.timeout_seconds} seconds: "
+                "the report was not applied"
+            )
         return task, agent
     # Not (or no longer) this caller's to report on: say why without leaking other tasks.
     status, number = task.status, task.attempt
@@ -76,7 +87,7 @@ def report_progress(
 ) -> Task:
     """Record how far the agent has got; this renews the task's lease."""
     now = now or utcnow()
-    task, agent = load_reportable(principal, task_id, attempt)
+    task, _ = load_reportable(principal, task_id, attempt, now)
     if task.cancel_requested_at is not None:
         db.session.rollback()
         raise CancelRequested(
@@ -85,7 +96,7 @@ def report_progress(
     task.progress = progress
     task.progress_message = message
     task.updated_at = now
-    renew_leases(agent.id, now, task_id=task.id)
+    task.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
     db.session.commit()
     return task
 
@@ -104,7 +115,7 @@ def complete_task(
     has stopped, the task ends CANCELLED and the result is refused with a 409.
     """
     now = now or utcnow()
-    task, agent = load_reportable(principal, task_id, attempt)
+    task, agent = load_reportable(principal, task_id, attempt, now)
     actor = f"agent:{agent.id}"
     if task.cancel_requested_at is not None:
         record_cancellation(
@@ -134,7 +145,7 @@ def fail_task(
     On a task a client asked to cancel, this is the agent's confirmation: it ends CANCELLED.
     """
     now = now or utcnow()
-    task, agent = load_reportable(principal, task_id, attempt)
+    task, agent = load_reportable(principal, task_id, attempt, now)
     actor = f"agent:{agent.id}"
     if task.cancel_requested_at is not None:
         record_cancellation(
