@@ -104,6 +104,7 @@ def heartbeat(principal: Principal, agent_id: str, body: Heartbeat) -> dict[str,
         health_status=body.status,
         uptime_ms=body.uptime_ms,
         metrics=body.metrics,
+        running_task_ids=body.running_task_ids,
         interval_seconds=current_app.config["HEARTBEAT_INTERVAL_SECONDS"],
     )
 

@@ -53,6 +53,13 @@ class Heartbeat(Body):
     status: Literal["ACTIVE", "DEGRADED", "OFFLINE"]
     uptime_ms: int = Field(0, ge=0)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    running_task_ids: list[Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(
+        None,
+        max_length=100,
+        description="the tasks the agent is working on: only their leases are renewed, so a "
+        "task whose claim response never arrived is taken back when its lease runs out "
+        "(omit it to renew every task the agent holds)",
+    )
 
 
 class ClaimRequest(Body):

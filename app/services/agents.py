@@ -108,6 +108,7 @@ def record_heartbeat(
     uptime_ms: int,
     metrics: dict[str, Any],
     interval_seconds: int,
+    running_task_ids: list[str] | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Record a heartbeat (seed 002 mapping), renew the agent's leases, and tell it which
@@ -115,7 +116,7 @@ def record_heartbeat(
     agent = require_agent(principal, agent_id)
     now = now or utcnow()
     # Task rows before the agent row, the order every writer follows (no deadlocks).
-    renew_leases(agent.id, now)
+    renew_leases(agent.id, now, task_ids=running_task_ids)
     agent.last_heartbeat = now
     agent.health_status = health_status
     agent.status = HEALTH_TO_STATUS[health_status]

@@ -8,6 +8,7 @@ decides the task's next status, so the API, the sweeps and the UI all share one 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -229,17 +230,21 @@ def record_cancellation(task: Task, *, actor: str, now: datetime, reason: str) -
         release_slot(agent_id, completed=False, failed=False, run_seconds=None, now=now)
 
 
-def renew_leases(agent_id: str, now: datetime, task_id: str | None = None) -> None:
-    """A sign of life: push back the lease of the agent's running tasks (or one of them).
+def renew_leases(agent_id: str, now: datetime, task_ids: Sequence[str] | None = None) -> None:
+    """A sign of life: push back the lease of the agent's running tasks.
 
-    Rows locked by a report in flight are skipped (that report ends or renews them), so a
-    heartbeat never waits on a task lock: locks are always taken task first, agent second.
+    With ``task_ids`` (what the agent says it is working on) only those are renewed: a task
+    the agent does not know it holds (its claim response was lost) runs out its lease and
+    is taken back. Rows locked by a report in flight are skipped (that report ends them),
+    so this never waits on a task lock: locks are taken task first, agent second.
     """
     running = db.select(Task.id).where(
         Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE
     )
-    if task_id is not None:
-        running = running.where(Task.id == task_id)
+    if task_ids is not None:
+        if not task_ids:
+            return
+        running = running.where(Task.id.in_(task_ids))
     ids = list(db.session.scalars(running.with_for_update(skip_locked=True)))
     if ids:
         db.session.execute(
