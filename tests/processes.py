@@ -113,7 +113,9 @@ class WebServer:
 
 def start_web(app: Flask, name: str = "web", port: int | None = None, **extra: str) -> WebServer:
     port = port or free_port()
-    env = process_env(app, **{"PORT": str(port), "WEB_CONCURRENCY": "1", "WEB_THREADS": "16", **extra})
+    env = process_env(
+        app, **{"PORT": str(port), "WEB_CONCURRENCY": "1", "WEB_THREADS": "16", **extra}
+    )
     process = Process(
         name, [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"], env
     )

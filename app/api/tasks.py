@@ -62,10 +62,13 @@ def submit_task(principal: Principal, body: TaskSubmit) -> tuple[dict[str, Any],
 def idempotency_key() -> str | None:
     """The request's Idempotency-Key header, checked."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and (not 0 < len(key) <= MAX_KEY or unstorable(key)):
+    # Control characters (NUL, DEL, tabs...) cannot be shown, logged or stored safely.
+    if key is not None and (
+        not 0 < len(key) <= MAX_KEY or unstorable(key) or not key.isprintable()
+    ):
         raise InvalidInput(
-            f"Idempotency-Key must be 1..{MAX_KEY} characters",
-            [{"field": "Idempotency-Key", "message": f"1..{MAX_KEY} characters"}],
+            f"Idempotency-Key must be 1..{MAX_KEY} printable characters",
+            [{"field": "Idempotency-Key", "message": f"1..{MAX_KEY} printable characters"}],
         )
     return key
 

@@ -71,6 +71,10 @@ def requeue(
         task.assigned_agent_id = None
         task.enqueued_at = now
         task.queue_key = queue_key(task.priority, now, settings.aging_seconds_per_level)
+        if task.expires_at is not None and task.expires_at <= now:
+            # An expiry that passed while the task sat here would end it EXPIRED at once
+            # and make the requeue a silent no-op: the operator's decision overrides it.
+            task.expires_at = None
         task.transition(
             TaskStatus.PENDING,
             actor=principal.actor,

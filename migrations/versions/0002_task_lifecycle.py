@@ -9,9 +9,8 @@ lease, an optional expiry, a cancel-requested mark and retry_on_timeout.
 
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0002"

@@ -3,10 +3,10 @@
 On PostgreSQL, 8 real sample agents work through 2,000 tasks over HTTP (some fail at
 random, some are slow, a few fail for good or overrun their timeout) while the test
 SIGKILLs an agent every few seconds and starts a new one, SIGKILLs and restarts the RQ
-worker once, and flushes Redis once. At the end every task must be in a terminal state,
-none completed twice, and every task's attempts, retry count and event history must
-agree with each other. The counts and the lateness of dead-agent requeues and timeouts
-are printed and written to test-artifacts/chaos.json.
+worker, the clock and the web server once each, and flushes Redis once. At the end every
+task must be in a terminal state, none completed twice, and every task's attempts, retry
+count and event history must agree with each other. The counts and the lateness of
+dead-agent requeues and timeouts are printed and written to test-artifacts/chaos.json.
 
 The web server, worker and clock share one Redis database with nothing else, so FLUSHDB
 empties everything AINS keeps in Redis (FLUSHALL would also hit other runs sharing the
@@ -15,6 +15,7 @@ server).
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import statistics
@@ -40,8 +41,10 @@ AGENTS = 8
 CONCURRENCY = 4
 KILL_EVERY_SECONDS = 3.0
 CHAOS_SECONDS = 45.0  # kills stop after this, so the last retries can drain
-WORKER_RESTART_AT = 8.0
-FLUSH_AT = 16.0
+WORKER_RESTART_AT = 6.0
+CLOCK_RESTART_AT = 10.0
+FLUSH_AT = 14.0
+WEB_RESTART_AT = 18.0
 DEADLINE_SECONDS = 240.0
 MAX_RETRIES = 6
 
@@ -67,15 +70,28 @@ def task_body(rng: random.Random, n: int) -> dict[str, Any]:
     return body
 
 
+def start_chaos_web(app: Flask, n: int, port: int | None = None) -> WebServer:
+    return start_web(app, name=f"chaos-web-{n}", port=port, WEB_CONCURRENCY="2", WEB_THREADS="32")
+
+
 @pytest.fixture
-def web(app: Flask) -> Iterator[WebServer]:
-    server = start_web(app, name="chaos-web", WEB_CONCURRENCY="2", WEB_THREADS="32")
-    yield server
-    server.process.stop()
+def web(app: Flask) -> Iterator[list[WebServer]]:
+    servers = [start_chaos_web(app, 0)]
+    yield servers
+    servers[-1].process.stop()
 
 
 def start_worker(app: Flask, n: int) -> Process:
     return Process(f"chaos-worker-{n}", [sys.executable, "-m", "jobs.worker"], process_env(app))
+
+
+def start_clock(app: Flask, n: int) -> Process:
+    return Process(f"chaos-clock-{n}", [sys.executable, "-m", "jobs.clock"], process_env(app))
+
+
+def kill(process: Process) -> None:
+    process.signal(9)
+    process.proc.wait(10)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,11 +100,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def test_nothing_is_lost_or_completed_twice_under_chaos(
-    app: Flask, personas: Personas, web: WebServer, capsys: pytest.CaptureFixture[str]
+    app: Flask, personas: Personas, web: list[WebServer], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    url = web[0].url
     rng = random.Random(20261122)
     workers = [start_worker(app, 0)]
-    clock = Process("chaos-clock", [sys.executable, "-m", "jobs.clock"], process_env(app))
+    clocks = [start_clock(app, 0)]
     agent_args = ("--capability", "report-v1", "--concurrency", str(CONCURRENCY))
     agent_args += ("--fail-rate", "0.1")
     started = 0
@@ -96,9 +113,7 @@ def test_nothing_is_lost_or_completed_twice_under_chaos(
     def new_agent() -> Process:
         nonlocal started
         started += 1
-        return start_agent(
-            app, web.url, personas.fleet.key, *agent_args, name=f"chaos-agent-{started}"
-        )
+        return start_agent(app, url, personas.fleet.key, *agent_args, name=f"chaos-agent-{started}")
 
     agents = [new_agent() for _ in range(AGENTS)]
     killed = 0
@@ -108,7 +123,7 @@ def test_nothing_is_lost_or_completed_twice_under_chaos(
         for start in range(0, TASKS, 100):
             batch = [task_body(rng, n) for n in range(start, start + 100)]
             response = requests.post(
-                f"{web.url}/ains/tasks/batch",
+                f"{url}/ains/tasks/batch",
                 json={"tasks": batch, "atomic": True},
                 headers=personas.client.headers,
                 timeout=30,
@@ -116,7 +131,7 @@ def test_nothing_is_lost_or_completed_twice_under_chaos(
             assert response.status_code == 201, response.text
         t0 = time.monotonic()
         next_kill = t0 + KILL_EVERY_SECONDS
-        restarted = flushed = False
+        done: set[str] = set()
         while True:
             now = time.monotonic()
             elapsed = now - t0
@@ -124,25 +139,31 @@ def test_nothing_is_lost_or_completed_twice_under_chaos(
                 break
             assert elapsed < DEADLINE_SECONDS, f"{open_tasks(app)} tasks still open"
             if elapsed < CHAOS_SECONDS and now >= next_kill:
-                victim = agents.pop(rng.randrange(len(agents)))
-                victim.signal(9)
-                victim.proc.wait(10)
+                kill(agents.pop(rng.randrange(len(agents))))
                 killed += 1
                 agents.append(new_agent())
                 next_kill = now + KILL_EVERY_SECONDS
-            if not restarted and elapsed >= WORKER_RESTART_AT:
-                workers[-1].signal(9)
-                workers[-1].proc.wait(10)
+            if "worker" not in done and elapsed >= WORKER_RESTART_AT:
+                kill(workers[-1])
                 workers.append(start_worker(app, len(workers)))
-                restarted = True
-            if not flushed and elapsed >= FLUSH_AT:
+                done.add("worker")
+            if "clock" not in done and elapsed >= CLOCK_RESTART_AT:
+                kill(clocks[-1])
+                clocks.append(start_clock(app, len(clocks)))
+                done.add("clock")
+            if "flush" not in done and elapsed >= FLUSH_AT:
                 redis_client(app.config["REDIS_URL"]).flushdb()
-                flushed = True
+                done.add("flush")
+            if "web" not in done and elapsed >= WEB_RESTART_AT:
+                # Same port: the agents ride out the gap with their connection retries.
+                kill(web[-1].process)
+                web.append(start_chaos_web(app, len(web), port=int(url.rsplit(":", 1)[1])))
+                done.add("web")
             time.sleep(0.25)
         drained_after = time.monotonic() - t0
-        assert restarted and flushed, "the run ended before the worker restart and the flush"
+        assert done == {"worker", "clock", "flush", "web"}, f"the run ended early: {done}"
     finally:
-        for process in [*agents, *workers, clock]:
+        for process in [*agents, *workers, *clocks]:
             process.stop(timeout=10)
 
     report = check_consistency(app)
@@ -151,6 +172,8 @@ def test_nothing_is_lost_or_completed_twice_under_chaos(
         agents_killed=killed,
         agents_started=started,
         worker_restarts=1,
+        clock_restarts=1,
+        web_restarts=1,
         redis_flushes=1,
         drained_seconds=round(drained_after, 1),
     )
@@ -206,7 +229,7 @@ def check_consistency(app: Flask) -> dict[str, Any]:
             assert completed[0] is runs[-1], task_id
         # Events: one chain from creation to the final status, one claim per attempt.
         assert history[0].from_status is None and history[-1].to_status == task.status
-        for before, after in zip(history, history[1:], strict=False):
+        for before, after in itertools.pairwise(history):
             assert after.from_status == before.to_status, (task_id, before.id, after.id)
         to = Counter(e.to_status for e in history if e.from_status != e.to_status)
         assert to[TaskStatus.COMPLETED] <= 1, f"{task_id} completed twice"
