@@ -1,16 +1,28 @@
 """AINS SDK: clients for agents and task submitters, and a sample agent CLI."""
 
-from agent_client.agents import AgentClient
-from agent_client.http import ApiError, HttpSession
-from agent_client.tasks import Task, TaskEvent, TasksClient
+from agent_client.agents import AgentClient, ClaimResult, HeartbeatResult
+from agent_client.http import (
+    ApiError,
+    CancelRequestedError,
+    ConflictError,
+    HttpSession,
+    StaleAttemptError,
+)
+from agent_client.tasks import Task, TaskAttempt, TaskEvent, TasksClient
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AgentClient",
     "ApiError",
+    "CancelRequestedError",
+    "ClaimResult",
+    "ConflictError",
+    "HeartbeatResult",
     "HttpSession",
+    "StaleAttemptError",
     "Task",
+    "TaskAttempt",
     "TaskEvent",
     "TasksClient",
     "__version__",

@@ -4,13 +4,42 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from agent_client.http import HttpSession
 from agent_client.tasks import Task
 
 MAX_WAIT_SECONDS = 30
 LONG_POLL_MARGIN_SECONDS = 10
+
+
+class HeartbeatResult(TypedDict):
+    """The answer to a heartbeat.
+
+    `cancelled_task_ids`: tasks a client cancelled; stop them and confirm with `fail`.
+    `stop_task_ids`: every task to stop now, the cancelled ones and those the server took
+    back (timed out, or the agent was considered lost); report nothing on the latter. Ids
+    repeat for about a minute; ignore those you are not running.
+    """
+
+    acknowledged: bool
+    next_heartbeat_in: int
+    agent_health_status: str
+    agent_status: str
+    last_heartbeat: str
+    cancelled_task_ids: list[str]
+    stop_task_ids: list[str]
+
+
+class ClaimResult(TypedDict):
+    """The answer to a claim: the tasks now ACTIVE for the agent, and the tasks to stop.
+
+    The stop lists mean what they mean in `HeartbeatResult`.
+    """
+
+    tasks: list[Task]
+    cancelled_task_ids: list[str]
+    stop_task_ids: list[str]
 
 
 class AgentClient:
@@ -39,14 +68,17 @@ class AgentClient:
             "capabilities": [{"name": c} if isinstance(c, str) else c for c in capabilities or []],
             "max_concurrent_tasks": max_concurrent_tasks,
         }
-        registered = self.session.post("/ains/agents", body)
+        # Repeating it after a lost answer at worst leaves an unused agent record behind.
+        registered = self.session.post("/ains/agents", body, idempotent=True)
         self.agent_id = registered["agent_id"]
         self.session.api_key = registered["api_key"]
         return registered
 
     def add_capability(self, agent_id: str, name: str, **fields: Any) -> dict[str, Any]:
         """Add a capability (or replace the one with the same name) on an agent."""
-        return self.session.post(f"/ains/agents/{agent_id}/capabilities", {"name": name, **fields})
+        return self.session.post(
+            f"/ains/agents/{agent_id}/capabilities", {"name": name, **fields}, idempotent=True
+        )
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
         """Fetch one agent with its capabilities, status and counters."""
@@ -58,50 +90,121 @@ class AgentClient:
         status: str = "ACTIVE",
         uptime_ms: int = 0,
         metrics: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Report liveness (ACTIVE, DEGRADED or OFFLINE).
+        running_task_ids: Sequence[str] | None = None,
+    ) -> HeartbeatResult:
+        """Report liveness (ACTIVE, DEGRADED or OFFLINE); this renews the agent's leases.
 
-        Returns `{"acknowledged", "next_heartbeat_in", "agent_health_status", "agent_status",
-        "last_heartbeat", "cancelled_task_ids"}`.
+        `running_task_ids` (at most 100): the tasks the agent is working on. Only their
+        leases are renewed, so a task whose claim answer never arrived is taken back and
+        retried once its lease runs out. Left out, every task the agent holds is renewed.
+        The answer names the tasks to stop: see `HeartbeatResult`.
         """
-        body = {
+        body: dict[str, Any] = {
             "timestamp": int(time.time()),
             "status": status,
             "uptime_ms": max(0, int(uptime_ms)),
             "metrics": metrics or {},
         }
-        return self.session.post(f"/ains/agents/{agent_id}/heartbeat", body)
+        if running_task_ids is not None:
+            body["running_task_ids"] = list(running_task_ids)
+        answer = self.session.post(f"/ains/agents/{agent_id}/heartbeat", body, idempotent=True)
+        return with_stop_notices(answer)
 
     def claim_with_cancellations(
         self, agent_id: str, max_tasks: int = 1, wait_seconds: int = 0
-    ) -> dict[str, Any]:
+    ) -> ClaimResult:
         """Claim up to `max_tasks`, long-polling up to `wait_seconds` (0..30).
 
-        Returns `{"tasks": [...], "cancelled_task_ids": [...]}`; every returned task is now
-        ACTIVE for this agent.
+        Every returned task is now ACTIVE for this agent; the answer also names the tasks to
+        stop (see `ClaimResult`). A claim is not repeated once it may have reached the server:
+        its tasks would be lost with the answer. After an `ApiError` with status 0, look for
+        them with `active_tasks`.
         """
-        return self.session.post(
+        answer = self.session.post(
             f"/ains/agents/{agent_id}/tasks/claim",
             {"max_tasks": max_tasks, "wait_seconds": wait_seconds},
             read_timeout=min(wait_seconds, MAX_WAIT_SECONDS) + LONG_POLL_MARGIN_SECONDS,
+            idempotent=False,
         )
+        answer.setdefault("tasks", [])
+        return with_stop_notices(answer)
 
     def claim(self, agent_id: str, max_tasks: int = 1, wait_seconds: int = 0) -> list[Task]:
         """Claim up to `max_tasks`, long-polling up to `wait_seconds`; returns the tasks."""
-        return self.claim_with_cancellations(agent_id, max_tasks, wait_seconds).get("tasks", [])
+        return self.claim_with_cancellations(agent_id, max_tasks, wait_seconds)["tasks"]
 
-    def progress(self, task_id: str, progress: int, message: str | None = None) -> Task:
-        """Report progress (0..100) on a task this agent holds."""
+    def active_tasks(self, agent_id: str) -> list[Task]:
+        """The tasks the server counts as running on this agent (ACTIVE, assigned to it)."""
+        params: dict[str, Any] = {"agent_id": agent_id, "status": "ACTIVE", "limit": 100}
+        found: list[Task] = []
+        while True:
+            page = self.session.get("/ains/tasks", params=params)
+            found.extend(page.get("tasks") or [])
+            if not page.get("next_cursor"):
+                return found
+            params["cursor"] = page["next_cursor"]
+
+    def progress(
+        self,
+        task_id: str,
+        progress: int,
+        message: str | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> Task:
+        """Report progress (0..100) on a task this agent holds; this renews its lease.
+
+        Pass the claimed task's `attempt` so that a report from an attempt the server has
+        taken back is refused (`StaleAttemptError`). Raises `CancelRequestedError` when a
+        client cancelled the task: stop, then confirm with `fail`.
+        """
         body: dict[str, Any] = {"progress": progress}
         if message is not None:
             body["message"] = message
-        return self.session.post(f"/ains/tasks/{task_id}/progress", body)
+        if attempt is not None:
+            body["attempt"] = attempt
+        return self.session.post(f"/ains/tasks/{task_id}/progress", body, idempotent=True)
 
-    def complete(self, task_id: str, result_data: dict[str, Any]) -> Task:
-        """Report a task done with its result."""
-        return self.session.post(f"/ains/tasks/{task_id}/complete", {"result_data": result_data})
+    def complete(
+        self, task_id: str, result_data: dict[str, Any], *, attempt: int | None = None
+    ) -> Task:
+        """Report a task done with its result.
 
-    def fail(self, task_id: str, error_message: str, retryable: bool = True) -> Task:
-        """Report a task failed; the server retries it if `retryable` and retries remain."""
-        body = {"error_message": error_message, "retryable": retryable}
-        return self.session.post(f"/ains/tasks/{task_id}/fail", body)
+        Raises `CancelRequestedError` when a client cancelled the task meanwhile (the task
+        has then ended CANCELLED and the result is dropped), `StaleAttemptError` when the
+        attempt was taken back, `ConflictError` when the task had finished already.
+        """
+        body: dict[str, Any] = {"result_data": result_data}
+        if attempt is not None:
+            body["attempt"] = attempt
+        # Reports are fenced by the attempt: a repeat of one already applied gets a 409.
+        return self.session.post(f"/ains/tasks/{task_id}/complete", body, idempotent=True)
+
+    def fail(
+        self,
+        task_id: str,
+        error_message: str,
+        retryable: bool = True,
+        *,
+        retry_after_seconds: float | None = None,
+        attempt: int | None = None,
+    ) -> Task:
+        """Report a task failed; the server retries it if `retryable` and retries remain.
+
+        `retry_after_seconds` (0..86400) replaces the retry policy's delay. On a task a
+        client cancelled, this is the agent's confirmation that it stopped: the task ends
+        CANCELLED.
+        """
+        body: dict[str, Any] = {"error_message": error_message, "retryable": retryable}
+        if retry_after_seconds is not None:
+            body["retry_after_seconds"] = retry_after_seconds
+        if attempt is not None:
+            body["attempt"] = attempt
+        return self.session.post(f"/ains/tasks/{task_id}/fail", body, idempotent=True)
+
+
+def with_stop_notices(answer: dict[str, Any]) -> Any:
+    """Fill in the stop lists an older server leaves out (stop includes every cancel)."""
+    cancelled = answer.setdefault("cancelled_task_ids", [])
+    answer.setdefault("stop_task_ids", list(cancelled))
+    return answer

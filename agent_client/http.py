@@ -12,8 +12,12 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+# Answers that say the server did not act on the request: safe to repeat any request.
+REFUSED_STATUSES = frozenset({429})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 USER_AGENT = "ains-agent-client"
 
 
@@ -47,22 +51,73 @@ class ApiError(Exception):
 
     @classmethod
     def from_response(cls, response: requests.Response) -> ApiError:
-        """Build from a non-2xx response, tolerating bodies that are not the error shape."""
+        """Build from a non-2xx response, tolerating bodies that are not the error shape.
+
+        A 409 comes back as `ConflictError`, or the subclass its code names
+        (`CancelRequestedError`, `StaleAttemptError`), so callers can catch what they handle.
+        """
         try:
             body = response.json()
         except ValueError:
             body = None
         error = body.get("error") if isinstance(body, dict) else None
+        status = response.status_code
         if isinstance(error, dict):
             details = error.get("details")
-            return cls(
-                response.status_code,
-                str(error.get("code") or f"http_{response.status_code}"),
+            code = str(error.get("code") or f"http_{status}")
+            return error_class(status, code)(
+                status,
+                code,
                 str(error.get("message") or response.reason or ""),
                 [d for d in details if isinstance(d, dict)] if isinstance(details, list) else [],
             )
         text = (response.text or response.reason or "").strip()
-        return cls(response.status_code, f"http_{response.status_code}", text[:500])
+        code = f"http_{status}"
+        return error_class(status, code)(status, code, text[:500])
+
+
+class ConflictError(ApiError):
+    """409: the task is not in a state that allows the call (e.g. it has finished already)."""
+
+
+class CancelRequestedError(ConflictError):
+    """409 `cancel_requested`: a client cancelled the task; stop working on it.
+
+    After a refused progress report, confirm with `fail(...)` (the task ends CANCELLED). A
+    refused `complete` has already ended the task CANCELLED and dropped the result.
+    """
+
+
+class StaleAttemptError(ConflictError):
+    """409 `stale_attempt`: the report came from an attempt the server has taken back."""
+
+
+CONFLICT_CODES: dict[str, type[ConflictError]] = {
+    "cancel_requested": CancelRequestedError,
+    "stale_attempt": StaleAttemptError,
+}
+
+
+def error_class(status: int, code: str) -> type[ApiError]:
+    """The `ApiError` subclass for an error answer: 409s by their code, the rest ApiError."""
+    if status != 409:
+        return ApiError
+    return CONFLICT_CODES.get(code, ConflictError)
+
+
+def never_sent(exc: requests.ConnectionError) -> bool:
+    """Whether the connection failed before the request could reach the server.
+
+    Refused, unresolvable or timed-out connects are; a connection dropped after the request
+    went out (a server killed mid-request) may have been acted on.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    # NewConnectionError (refused, DNS) is a ConnectTimeoutError in urllib3 2.
+    return isinstance(reason, ConnectTimeoutError)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -88,8 +143,12 @@ class HttpSession:
 
     Connection errors, 429 (honouring `Retry-After`), 502, 503 and 504 are retried with
     exponential backoff and jitter, up to `max_attempts` tries in all. Read timeouts are not
-    retried, because the server may already have acted on the request. Any other non-2xx
-    answer, or a transient one still failing on the last try, raises `ApiError`.
+    retried, because the server may already have acted on the request. Nor, for a request
+    that is not idempotent, is anything else that may have reached the server: only a
+    connect that failed and a 429 are retried then. GET, PUT, DELETE and requests with an
+    `Idempotency-Key` header are idempotent; others say so with `idempotent=True`. Any
+    other non-2xx answer, or a transient one still failing on the last try, raises
+    `ApiError`.
     """
 
     def __init__(
@@ -152,10 +211,20 @@ class HttpSession:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         read_timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
-        """Send one request (retrying transient failures) and return the decoded JSON body."""
+        """Send one request (retrying transient failures) and return the decoded JSON body.
+
+        `idempotent`: whether repeating the request is harmless even if the server acted on
+        it already; by default, true for GET, PUT, DELETE and with an `Idempotency-Key`.
+        """
         url = f"{self.base_url}/{path.lstrip('/')}"
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS or "Idempotency-Key" in (
+                headers or {}
+            )
+        retried_statuses = TRANSIENT_STATUSES if idempotent else REFUSED_STATUSES
         for attempt in range(1, self.max_attempts + 1):
             last = attempt == self.max_attempts
             try:
@@ -164,13 +233,13 @@ class HttpSession:
                 )
             except requests.ConnectionError as exc:
                 # ConnectTimeout is a ConnectionError too; a ReadTimeout is not, on purpose.
-                if last:
+                if last or not (idempotent or never_sent(exc)):
                     raise ApiError(0, "connection_error", f"{method} {url}: {exc}") from exc
                 self._sleep(self._backoff(attempt))
                 continue
             except requests.Timeout as exc:
                 raise ApiError(0, "timeout", f"{method} {url}: {exc}") from exc
-            if response.status_code in TRANSIENT_STATUSES and not last:
+            if response.status_code in retried_statuses and not last:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 self._sleep(self._delay(attempt, retry_after))
                 continue
@@ -188,13 +257,21 @@ class HttpSession:
         *,
         headers: Mapping[str, str] | None = None,
         read_timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
         """POST a JSON body to `path` and return the decoded JSON body."""
-        return self.request("POST", path, json=json, headers=headers, read_timeout=read_timeout)
+        return self.request(
+            "POST",
+            path,
+            json=json,
+            headers=headers,
+            read_timeout=read_timeout,
+            idempotent=idempotent,
+        )
 
-    def patch(self, path: str, json: Any = None) -> Any:
+    def patch(self, path: str, json: Any = None, *, idempotent: bool | None = None) -> Any:
         """PATCH a JSON body to `path` and return the decoded JSON body."""
-        return self.request("PATCH", path, json=json)
+        return self.request("PATCH", path, json=json, idempotent=idempotent)
 
     def delete(self, path: str) -> Any:
         """DELETE `path` and return the decoded JSON body, if any."""

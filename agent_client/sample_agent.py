@@ -3,6 +3,13 @@
 Run it with `python -m agent_client.sample_agent --api URL --key KEY --capability report-v1`.
 SIGTERM or SIGINT stops claiming, lets running tasks finish, sends an OFFLINE heartbeat and
 exits 0; a second signal exits at once.
+
+A handler is `handler(task)` or `handler(task, context)`; the second form gets a
+`TaskContext` to report progress and to notice, cooperatively, that the server wants the
+task stopped. Heartbeat and claim answers name the tasks to stop, and so does a progress
+report refused with 409 `cancel_requested`. A cancelled task is confirmed with a fail
+report, which ends it CANCELLED; on a task the server took back (timed out, or given up
+on) nothing is reported, since the server would refuse it anyway.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import inspect
 import json
 import os
 import random
@@ -18,45 +26,133 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import FrameType
 from typing import Any
 
-from agent_client.agents import AgentClient
-from agent_client.http import ApiError, HttpSession
+from agent_client.agents import AgentClient, ClaimResult
+from agent_client.http import ApiError, CancelRequestedError, ConflictError, HttpSession
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+# handler(task) -> dict, or handler(task, context) -> dict.
+Handler = Callable[..., dict[str, Any]]
 
 HEARTBEAT_LOG_EVERY = 10
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 MAX_TASKS_PER_CLAIM = 100
-# The task is gone from this agent: finished, cancelled, or given to another agent.
-NOT_OURS_STATUSES = frozenset({404, 409})
 # The key or the agent itself is no longer valid; claiming again cannot help.
 FATAL_CLAIM_STATUSES = frozenset({401, 403, 404})
+# Why a task was stopped: a client cancelled it, or the server ended this attempt itself.
+CANCELLED = "cancelled"
+TAKEN_BACK = "taken back"
+CANCEL_CONFIRMATION = "cancelled: stopped by the agent"
+# The built-in handler reports progress this often while it works (it renews the lease and
+# is how the agent hears of a cancel between heartbeats).
+PROGRESS_MIN_SECONDS = 1.0
+PROGRESS_MAX_SECONDS = 5.0
+# How often the agent asks which tasks the server counts as running here, to pick up any
+# whose claim answer was lost. Heartbeats name the tasks the agent runs, so such a task's
+# lease is not renewed: if it is not picked up first, the server takes it back and retries it.
+LOST_TASK_CHECK_SECONDS = 30.0
+# The most task ids a heartbeat may name; with more running, every lease is renewed.
+MAX_RUNNING_TASK_IDS = 100
 
 
 class PermanentError(Exception):
     """Raised by a handler to fail the task without a retry."""
 
 
+class TaskStopped(Exception):
+    """Raised by a handler to abandon a task the server stopped (`TaskContext.stopped`)."""
+
+
+class TaskContext:
+    """A running task's line to the agent: progress reports and the stop signal.
+
+    The agent sets `stop_event` when the server cancels the task or takes it back. The
+    handler should then return or raise soon; whatever it returns is dropped. A handler
+    that never looks keeps its slot busy until it returns, but reports nothing either.
+    """
+
+    def __init__(
+        self, task: dict[str, Any], report_progress: Callable[[TaskContext, int, str | None], None]
+    ) -> None:
+        """Wrap a claimed task; `report_progress` sends a progress report for it."""
+        self.task = task
+        self.task_id: str = task["task_id"]
+        self.attempt: int | None = task.get("attempt")
+        self.stop_event = threading.Event()
+        self.stop_reason: str | None = None
+        self.started = time.monotonic()
+        self._report_progress = report_progress
+        self._lock = threading.Lock()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the server wants this task stopped."""
+        return self.stop_event.is_set()
+
+    def stop(self, reason: str) -> bool:
+        """Ask the handler to stop (CANCELLED or TAKEN_BACK); False if it was asked already."""
+        with self._lock:
+            if self.stop_reason is not None:
+                return False
+            self.stop_reason = reason
+        self.stop_event.set()
+        return True
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait `seconds` unless the task is stopped first; True if the whole wait went by."""
+        return not self.stop_event.wait(max(0.0, seconds))
+
+    def progress(self, percent: int, message: str | None = None) -> bool:
+        """Report progress (0..100); False when the task is stopped (the server may say so)."""
+        if not self.stopped:
+            self._report_progress(self, percent, message)
+        return not self.stopped
+
+    def raise_if_stopped(self) -> None:
+        """Raise TaskStopped if the server wants this task stopped."""
+        if self.stopped:
+            raise TaskStopped(f"task {self.task_id} was {self.stop_reason}")
+
+
+def work_for(seconds: float, context: TaskContext | None) -> None:
+    """Spend `seconds` working: in steps that report progress, until done or stopped.
+
+    Raises TaskStopped as soon as the task is stopped. Without a context it just sleeps.
+    """
+    if context is None:
+        time.sleep(seconds)
+        return
+    step = min(PROGRESS_MAX_SECONDS, max(PROGRESS_MIN_SECONDS, seconds / 10))
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        context.sleep(min(step, remaining))
+        context.raise_if_stopped()
+        left = deadline - time.monotonic()
+        if left > 0:
+            context.progress(min(99, int(100 * (1 - left / seconds))), "Working")
+            context.raise_if_stopped()
+
+
 def echo_report(
     task: dict[str, Any],
+    context: TaskContext | None = None,
     *,
     agent: str = "sample-agent",
     work_seconds: float = 0.0,
     fail_rate: float = 0.0,
 ) -> dict[str, Any]:
-    """Sleep `work_seconds`, then echo the task back as a report.
+    """Work `work_seconds` (reporting progress), then echo the task back as a report.
 
     For tests, the task's input_data may steer it: `{"sleep": s}` overrides `work_seconds`,
     `{"fail": "permanent"}` raises PermanentError, any other truthy `fail` a retryable error.
-    With `fail_rate` > 0 it also fails (retryably) at random.
+    With `fail_rate` > 0 it also fails (retryably) at random. A stop ends the work at once.
     """
     input_data = task.get("input_data") or {}
     steer = input_data if isinstance(input_data, dict) else {}
-    time.sleep(max(0.0, float(steer.get("sleep", work_seconds))))
+    work_for(max(0.0, float(steer.get("sleep", work_seconds))), context)
     if steer.get("fail") == "permanent":
         raise PermanentError("Permanent failure requested by input_data")
     if steer.get("fail"):
@@ -75,6 +171,20 @@ def load_handler(spec: str) -> Handler:
     if not callable(handler):
         raise ValueError(f"handler {spec!r} is not callable")
     return handler
+
+
+def takes_context(handler: Handler) -> bool:
+    """Whether the handler accepts a second positional argument, the TaskContext."""
+    try:
+        inspect.signature(handler).bind(None, None)
+    except (TypeError, ValueError):  # ValueError: a callable without a signature
+        return False
+    return True
+
+
+def not_ours(error: ApiError) -> bool:
+    """Whether an error says the task is gone from this agent (finished, taken back, gone)."""
+    return isinstance(error, ConflictError) or error.status == 404
 
 
 class Console:
@@ -121,6 +231,7 @@ class SampleAgent:
         """Run tasks with `handler`, at most `concurrency` at a time."""
         self.client = client
         self.handler = handler
+        self.handler_takes_context = takes_context(handler)
         self.concurrency = concurrency
         self.wait_seconds = wait_seconds
         self.max_tasks_per_claim = min(max_tasks_per_claim or concurrency, MAX_TASKS_PER_CLAIM)
@@ -131,14 +242,16 @@ class SampleAgent:
         self._heartbeat_stop = threading.Event()
         self._slot_freed = threading.Event()
         self._lock = threading.Lock()
-        self._running: set[str] = set()
-        self._cancelled: set[str] = set()
+        self._running: dict[str, TaskContext] = {}
         self._completed = 0
         self._failed = 0
+        self._stopped = 0
         self._heartbeats = 0
         self._last_status = ""
         self._draining = False
         self._started = time.monotonic()
+        self._claim_in_doubt = False
+        self._next_lost_task_check = self._started + LOST_TASK_CHECK_SECONDS
 
     def register(
         self, display_name: str, public_key: str, capabilities: Sequence[str]
@@ -161,13 +274,14 @@ class SampleAgent:
     def run(self) -> int:
         """Heartbeat and claim until stopped, then drain and go OFFLINE; returns the exit code."""
         interval = self._send_heartbeat("ACTIVE")
+        # Its own thread, so that leases are renewed however long the handlers take.
         heartbeat = threading.Thread(
             target=self._heartbeat_loop, args=(interval,), name="heartbeat", daemon=True
         )
         heartbeat.start()
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="task")
         poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim")
-        pending: Future[dict[str, Any]] | None = None
+        pending: Future[tuple[ClaimResult, float]] | None = None
         try:
             pending = self._claim_loop(pool, poller)
         finally:
@@ -188,16 +302,18 @@ class SampleAgent:
 
     def _claim_loop(
         self, pool: ThreadPoolExecutor, poller: ThreadPoolExecutor
-    ) -> Future[dict[str, Any]] | None:
+    ) -> Future[tuple[ClaimResult, float]] | None:
         """Long-poll for as many tasks as there are free slots; returns a claim still in flight.
 
         The claim runs on its own thread so that the main thread stays free to notice a
         signal at once, even in the middle of a long poll.
         """
-        pending: Future[dict[str, Any]] | None = None
+        pending: Future[tuple[ClaimResult, float]] | None = None
         announce = True
         while not self.stop.is_set():
             if pending is None:
+                if self._claim_in_doubt or time.monotonic() >= self._next_lost_task_check:
+                    self._recover_lost_tasks(pool)
                 self._slot_freed.clear()
                 free = self.concurrency - self._running_count()
                 if free <= 0:
@@ -207,12 +323,7 @@ class SampleAgent:
                     self.console.say("Polling for tasks...")
                 else:
                     self.console.debug("Polling for tasks...")
-                pending = poller.submit(
-                    self.client.claim_with_cancellations,
-                    self.agent_id,
-                    min(free, self.max_tasks_per_claim),
-                    self.wait_seconds,
-                )
+                pending = poller.submit(self._claim, min(free, self.max_tasks_per_claim))
             done, _ = wait([pending], timeout=0.2)
             if not done:
                 continue
@@ -222,10 +333,18 @@ class SampleAgent:
             self._start_tasks(pool, tasks)
         return pending
 
-    def _claim_result(self, future: Future[dict[str, Any]], *, block: bool) -> list[dict]:
-        """The tasks a finished claim returned, noting its cancellations; [] if it failed."""
+    def _claim(self, max_tasks: int) -> tuple[ClaimResult, float]:
+        """One claim, with the moment it was asked (stop notices are as old as that)."""
+        asked_at = time.monotonic()
+        answer = self.client.claim_with_cancellations(self.agent_id, max_tasks, self.wait_seconds)
+        return answer, asked_at
+
+    def _claim_result(
+        self, future: Future[tuple[ClaimResult, float]], *, block: bool
+    ) -> list[dict[str, Any]]:
+        """The tasks a finished claim returned, acting on its stop notices; [] if it failed."""
         try:
-            response = future.result()
+            answer, asked_at = future.result()
         except ApiError as exc:
             if exc.status in FATAL_CLAIM_STATUSES:
                 self.console.warn(f"Claim refused, stopping: {exc}")
@@ -233,70 +352,94 @@ class SampleAgent:
                 self.stop.set()
             else:
                 self.console.warn(f"Claim failed, will retry: {exc}")
+                # The server may have handed out tasks before the answer was lost.
+                self._claim_in_doubt = True
                 if not block:
                     self.stop.wait(2.0)
             return []
-        self._note_cancelled(response.get("cancelled_task_ids"))
-        return list(response.get("tasks") or [])
+        self._note_stops(answer, "claim", asked_at)
+        return list(answer.get("tasks") or [])
 
     def _start_tasks(self, pool: ThreadPoolExecutor, tasks: list[dict[str, Any]]) -> None:
         """Hand claimed tasks to the pool, counting them as running straight away."""
         for task in tasks:
-            task_id = task["task_id"]
+            context = TaskContext(task, self._report_progress)
             with self._lock:
-                self._running.add(task_id)
-            self.console.say(f"Task {task_id} assigned")
-            pool.submit(self._execute, task)
+                self._running[context.task_id] = context
+            self.console.say(f"Task {context.task_id} assigned")
+            pool.submit(self._execute, context)
 
-    def _execute(self, task: dict[str, Any]) -> None:
-        """Run one task with the handler and report the outcome; never raises."""
-        task_id = task["task_id"]
+    def _recover_lost_tasks(self, pool: ThreadPoolExecutor) -> None:
+        """Run the tasks the server counts as running here that this agent never heard of.
+
+        Called with no claim in flight, so every task a claim returned is known by now; a
+        task that finishes while the server is asked was known before it was asked.
+        """
+        self._next_lost_task_check = time.monotonic() + LOST_TASK_CHECK_SECONDS
+        with self._lock:
+            known = set(self._running)
         try:
-            self._run_task(task_id, task)
+            held = self.client.active_tasks(self.agent_id)
+        except ApiError as exc:
+            self.console.warn(f"Looking for lost tasks failed, will retry: {exc}")
+            return
+        self._claim_in_doubt = False
+        lost = [task for task in held if task["task_id"] not in known]
+        for task in lost:
+            self.console.say(f"Task {task['task_id']} recovered: running here on the server")
+        self._start_tasks(pool, lost)
+
+    def _execute(self, context: TaskContext) -> None:
+        """Run one task with the handler and report the outcome; never raises."""
+        try:
+            self._run_task(context)
         except Exception as exc:  # a task thread must not die silently
-            self.console.warn(f"Task {task_id}: unexpected error in the agent: {exc!r}")
+            self.console.warn(f"Task {context.task_id}: unexpected error in the agent: {exc!r}")
         finally:
             with self._lock:
-                self._running.discard(task_id)
-                self._cancelled.discard(task_id)
+                if self._running.get(context.task_id) is context:
+                    del self._running[context.task_id]
             self._slot_freed.set()
 
-    def _run_task(self, task_id: str, task: dict[str, Any]) -> None:
-        """Report progress, call the handler, then report the result or the failure."""
-        if self._is_cancelled(task_id):
-            self.console.say(f"Task {task_id} was cancelled before it started; skipped")
+    def _run_task(self, context: TaskContext) -> None:
+        """Report progress, call the handler, then report the result, the failure or the stop."""
+        task_id = context.task_id
+        if not context.stopped:
+            self.console.say(f"Executing task... ({task_id})")
+            self._report_progress(context, 0, "Executing")
+        if context.stopped:
+            self._finish_stopped(context)
             return
-        self.console.say(f"Executing task... ({task_id})")
         try:
-            self.client.progress(task_id, 50, "Executing")
-        except ApiError as exc:
-            if exc.status in NOT_OURS_STATUSES:
-                self.console.say(f"Task {task_id} is no longer ours ({exc}); skipped")
-                return
-            self.console.warn(f"Progress report for {task_id} failed: {exc}")
-        try:
-            result = self.handler(task)
-        except PermanentError as exc:
-            self._report_failure(task_id, exc, retryable=False)
+            if self.handler_takes_context:
+                result = self.handler(context.task, context)
+            else:
+                result = self.handler(context.task)
+        except Exception as exc:  # any handler error is a task failure, unless it was stopped
+            if context.stopped:
+                self._finish_stopped(context)
+            else:
+                self._report_failure(context, exc, retryable=not isinstance(exc, PermanentError))
             return
-        except Exception as exc:  # any handler error is a task failure
-            self._report_failure(task_id, exc, retryable=True)
+        if context.stopped:
+            self._finish_stopped(context)
             return
         if not isinstance(result, dict):
             result = {"result": result}
         try:
             json.dumps(result)
         except (TypeError, ValueError) as exc:
-            self._report_failure(task_id, PermanentError(f"result is not JSON: {exc}"), False)
-            return
-        if self._is_cancelled(task_id):
-            self.console.say(f"Task {task_id} was cancelled; result discarded")
+            self._report_failure(context, PermanentError(f"result is not JSON: {exc}"), False)
             return
         try:
-            self.client.complete(task_id, result)
+            self.client.complete(task_id, result, attempt=context.attempt)
+        except CancelRequestedError as exc:
+            # The server has ended the task CANCELLED; the result is dropped, not retried.
+            self.console.say(f"Task {task_id} was cancelled, result refused ({exc})")
+            return
         except ApiError as exc:
-            if exc.status in NOT_OURS_STATUSES:
-                self.console.say(f"Task {task_id} is no longer ours ({exc}); result discarded")
+            if not_ours(exc):
+                self.console.say(f"Task {task_id} is no longer ours ({exc}), result discarded")
             else:
                 self.console.warn(f"Result report for {task_id} failed: {exc}")
             return
@@ -304,17 +447,56 @@ class SampleAgent:
             self._completed += 1
         self.console.say(f"Result reported successfully ({task_id})")
 
-    def _report_failure(self, task_id: str, exc: Exception, retryable: bool) -> None:
+    def _report_progress(self, context: TaskContext, percent: int, message: str | None) -> None:
+        """Send a progress report; a refusal that means "stop" stops the task."""
+        try:
+            self.client.progress(context.task_id, percent, message, attempt=context.attempt)
+        except CancelRequestedError:
+            self._stop_task(context, CANCELLED, "progress report")
+        except ApiError as exc:
+            if not_ours(exc):
+                self._stop_task(context, TAKEN_BACK, "progress report")
+            else:
+                self.console.warn(f"Progress report for {context.task_id} failed: {exc}")
+
+    def _finish_stopped(self, context: TaskContext) -> None:
+        """After a stop: confirm a cancellation; report nothing on a task taken back."""
+        task_id = context.task_id
+        with self._lock:
+            self._stopped += 1
+        if context.stop_reason != CANCELLED:
+            self.console.say(f"Task {task_id} stopped, nothing to report")
+            return
+        try:
+            self.client.fail(task_id, CANCEL_CONFIRMATION, retryable=False, attempt=context.attempt)
+        except ApiError as exc:
+            if not_ours(exc):
+                self.console.say(f"Task {task_id} stopped, already ended by the server ({exc})")
+            else:
+                self.console.warn(f"Cancellation report for {task_id} failed: {exc}")
+            return
+        self.console.say(f"Cancellation confirmed ({task_id})")
+
+    def _report_failure(self, context: TaskContext, exc: Exception, retryable: bool) -> None:
         """Tell the server the task failed, with the exception's message."""
+        task_id = context.task_id
         message = str(exc) or type(exc).__name__
         self.console.say(f"Task {task_id} failed: {message}")
         try:
-            self.client.fail(task_id, message, retryable=retryable)
+            answer = self.client.fail(
+                task_id, message, retryable=retryable, attempt=context.attempt
+            )
         except ApiError as error:
-            if error.status in NOT_OURS_STATUSES:
-                self.console.say(f"Task {task_id} is no longer ours ({error}); failure discarded")
+            if not_ours(error):
+                self.console.say(f"Task {task_id} is no longer ours ({error}), failure discarded")
             else:
                 self.console.warn(f"Failure report for {task_id} failed: {error}")
+            return
+        if answer.get("status") == "CANCELLED":
+            # A client cancelled it meanwhile: the server took the failure as our confirmation.
+            with self._lock:
+                self._stopped += 1
+            self.console.say(f"Task {task_id} was cancelled meanwhile, cancellation confirmed")
             return
         with self._lock:
             self._failed += 1
@@ -326,7 +508,10 @@ class SampleAgent:
         while not self._heartbeat_stop.wait(interval):
             with self._lock:
                 status = "DEGRADED" if self._draining else "ACTIVE"
-            interval = self._send_heartbeat(status, fallback=interval)
+            try:
+                interval = self._send_heartbeat(status, fallback=interval)
+            except Exception as exc:  # leases depend on this thread: it must not die
+                self.console.warn(f"Heartbeat failed: unexpected error in the agent: {exc!r}")
 
     def _send_heartbeat(self, status: str, fallback: float = DEFAULT_HEARTBEAT_SECONDS) -> float:
         """Send one heartbeat; returns the seconds until the next one (at least 1)."""
@@ -335,16 +520,25 @@ class SampleAgent:
                 "running_tasks": len(self._running),
                 "completed_tasks": self._completed,
                 "failed_tasks": self._failed,
+                "stopped_tasks": self._stopped,
                 "concurrency": self.concurrency,
             }
+            running = list(self._running)
         uptime_ms = int((time.monotonic() - self._started) * 1000)
+        asked_at = time.monotonic()
         try:
-            answer = self.client.heartbeat(self.agent_id, status, uptime_ms, metrics)
+            answer = self.client.heartbeat(
+                self.agent_id,
+                status,
+                uptime_ms,
+                metrics,
+                running_task_ids=running if len(running) <= MAX_RUNNING_TASK_IDS else None,
+            )
         except ApiError as exc:
             self.console.warn(f"Heartbeat failed: {exc}")
             return max(1.0, min(fallback, 5.0))
         self._heartbeats += 1
-        self._note_cancelled(answer.get("cancelled_task_ids"))
+        self._note_stops(answer, "heartbeat", asked_at)
         line = f"Heartbeat sent ({status.lower()})"
         # The first beat, every status change and every Nth beat; the rest only when verbose.
         if status != self._last_status or self._heartbeats % HEARTBEAT_LOG_EVERY == 1:
@@ -357,18 +551,28 @@ class SampleAgent:
         except (TypeError, ValueError):
             return max(1.0, fallback)
 
-    def _note_cancelled(self, task_ids: Iterable[str] | None) -> None:
-        """Remember the server's cancellations for the tasks this agent is running."""
-        with self._lock:
-            fresh = [t for t in task_ids or [] if t in self._running and t not in self._cancelled]
-            self._cancelled.update(fresh)
-        for task_id in fresh:
-            self.console.say(f"Task {task_id} cancelled by the server")
+    def _note_stops(self, answer: Any, source: str, asked_at: float) -> None:
+        """Stop the running tasks a heartbeat or claim answer names.
 
-    def _is_cancelled(self, task_id: str) -> bool:
-        """Whether the server has cancelled this task."""
+        Only tasks that started before the request was sent: a task taken back and claimed
+        again since then runs a new attempt, which an older notice must not stop.
+        """
+        cancelled = set(answer.get("cancelled_task_ids") or [])
+        named = cancelled | set(answer.get("stop_task_ids") or [])
         with self._lock:
-            return task_id in self._cancelled
+            targets = [
+                context
+                for task_id in sorted(named)
+                if (context := self._running.get(task_id)) and context.started <= asked_at
+            ]
+        for context in targets:
+            reason = CANCELLED if context.task_id in cancelled else TAKEN_BACK
+            self._stop_task(context, reason, source)
+
+    def _stop_task(self, context: TaskContext, reason: str, source: str) -> None:
+        """Tell the task's handler to stop, saying so once."""
+        if context.stop(reason):
+            self.console.say(f"Task {context.task_id} {reason} by the server ({source}), stopping")
 
     def _running_count(self) -> int:
         """How many tasks are claimed and not yet finished."""
@@ -439,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-seconds",
         type=_bounded(float, 0),
         default=0.0,
-        help="seconds the default handler sleeps per task (default: 0)",
+        help="seconds the default handler works per task, reporting progress (default: 0)",
     )
     parser.add_argument(
         "--fail-rate",
@@ -447,7 +651,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="probability that the default handler fails a task retryably (default: 0)",
     )
-    parser.add_argument("--handler", metavar="MODULE:FUNCTION", help="handler(task) -> dict")
+    parser.add_argument(
+        "--handler",
+        metavar="MODULE:FUNCTION",
+        help="handler(task) or handler(task, context) -> dict; see TaskContext",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every poll and beat")
     return parser
 

@@ -1,1 +1,1 @@
-from tests.processes import web_server  # noqa: F401  (fixture)
+from tests.processes import clock, rq_worker, web_server  # noqa: F401  (fixtures)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
@@ -75,18 +78,72 @@ def test_it_reports_a_connection_error_after_bounded_retries() -> None:
     assert time.monotonic() - started < 5
 
 
+class DroppingServer:
+    """A TCP server that reads each request and hangs up without answering."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                self.connections += 1
+                conn.recv(65536)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def dropping_server() -> Iterator[DroppingServer]:
+    server = DroppingServer()
+    yield server
+    server.close()
+
+
+def test_it_does_not_repeat_a_claim_that_may_have_reached_the_server(
+    dropping_server: DroppingServer,
+) -> None:
+    session = HttpSession(dropping_server.url, "k", max_attempts=3, backoff_base=0.01)
+    with pytest.raises(ApiError) as dropped:
+        AgentClient(dropping_server.url, "k", session=session).claim("agent_x", wait_seconds=0)
+    assert (dropped.value.status, dropped.value.code) == (0, "connection_error")
+    assert dropping_server.connections == 1  # its tasks would be lost with a second answer
+
+
+def test_it_repeats_idempotent_requests_after_a_dropped_connection(
+    dropping_server: DroppingServer,
+) -> None:
+    session = HttpSession(dropping_server.url, "k", max_attempts=3, backoff_base=0.01)
+    with pytest.raises(ApiError):
+        session.get("/ains/tasks")
+    with pytest.raises(ApiError):
+        TasksClient(dropping_server.url, "k", session=session).submit(task_type="r")
+    with pytest.raises(ApiError):
+        AgentClient(dropping_server.url, "k", session=session).complete("task_x", {}, attempt=1)
+    assert dropping_server.connections == 9
+
+
 def test_it_lets_the_sample_agent_wait_for_a_server_that_starts_late(
     app: Flask, personas: Personas
 ) -> None:
     port = free_port()
     agent = start_agent(app, f"http://127.0.0.1:{port}", personas.fleet.key)
+    server: WebServer | None = None
     try:
         time.sleep(1.0)  # the agent is retrying registration against a closed port
         assert agent.proc.poll() is None, agent.output()
         server = start_web(app, port=port)
-        try:
-            assert agent.wait_for_line("Agent started:", timeout=30).startswith("Agent started:")
-        finally:
-            server.process.stop()
+        assert agent.wait_for_line("Agent started:", timeout=30).startswith("Agent started:")
     finally:
+        # The agent first, while the server still answers its last claim and heartbeat.
         agent.stop()
+        if server is not None:
+            server.process.stop()
