@@ -33,6 +33,22 @@ def utc(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "—"
 
 
+@bp.app_template_filter("stamp")
+def stamp(value: datetime | None) -> str:
+    """A compact UTC timestamp for table cells: '2026-03-01 14:03:22'."""
+    value = as_utc(value)
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "—"
+
+
+@bp.app_template_filter("elapsed")
+def elapsed(start: datetime | None, end: datetime | None = None) -> float | None:
+    """Seconds from ``start`` to ``end`` (or now, for something still running)."""
+    start = as_utc(start)
+    if start is None:
+        return None
+    return max(0.0, ((as_utc(end) or utcnow()) - start).total_seconds())
+
+
 @bp.app_template_filter("clock")
 def clock(value: datetime | None) -> str:
     """Time of day in UTC with seconds, for timelines: '14:03:22'."""

@@ -1,72 +1,36 @@
-"""Tasks: a filtered, keyset-paged list and one task with its timeline."""
+"""Tasks: a filtered, keyset-paged list; one task with its attempts, cancelled or requeued."""
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response, flash, redirect, request, url_for
 from flask_login import login_required
-from wtforms import Form, SelectField, StringField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, ValidationError
+from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response as BaseResponse
+from wtforms import StringField
+from wtforms.validators import Length
 
-from app.models import TaskStatus
-from app.services import task_search
-from app.services.errors import InvalidInput
+from app.models import Task
+from app.services import cancellation, console, dead_letter, task_search
+from app.services.errors import Conflict, InvalidInput
+from app.services.settings import settings
 from app.ui import bp
 from app.ui.auth import acting_operator
+from app.ui.dead_letter import skip_text
+from app.ui.filters import TaskFilterForm, describe_errors, labelled_errors, stripped
 from app.ui.htmx import render_region
 
 PAGE_SIZE = 25
 REFRESH_SECONDS = 5
-PRIORITIES = range(10, 0, -1)
 
 
-def upper(value: str | None) -> str | None:
-    return value.strip().upper() if value else value
+class CancelForm(FlaskForm):
+    reason = StringField("Reason (optional)", filters=[stripped], validators=[Length(max=2000)])
 
 
-def stripped(value: str | None) -> str | None:
-    return value.strip() if value else value
-
-
-class ChoiceField(SelectField):
-    """A select whose error names the bad value and the allowed ones."""
-
-    def pre_validate(self, form: Form) -> None:
-        allowed = [choice.value for choice in self.choices if choice.value]  # type: ignore[union-attr]
-        if self.data and self.data not in allowed:
-            raise ValidationError(f"{self.data!r} is not one of {', '.join(allowed)}")
-
-
-class TaskFilterForm(Form):
-    """The filters of the list, read from the query string (a GET form changes nothing)."""
-
-    status = ChoiceField(
-        "Status",
-        choices=[
-            SelectChoice("", "Any status"),
-            *(SelectChoice(s, s.title()) for s in TaskStatus.ALL),
-        ],
-        filters=[upper],
-    )
-    client = StringField("Client", filters=[stripped], validators=[Length(max=200)])
-    capability = StringField("Capability", filters=[stripped], validators=[Length(max=200)])
-    agent = StringField("Agent id", filters=[stripped], validators=[Length(max=40)])
-    priority = ChoiceField(
-        "Priority", choices=[SelectChoice("", "Any"), *(SelectChoice(str(p)) for p in PRIORITIES)]
-    )
-
-    def to_filters(self) -> task_search.TaskFilters:
-        return task_search.TaskFilters(
-            status=self.status.data or None,
-            client_id=self.client.data or None,
-            capability=self.capability.data or None,
-            agent_id=self.agent.data or None,
-            priority=int(self.priority.data) if self.priority.data else None,
-        )
-
-    def query_args(self) -> dict[str, str]:
-        """The non-empty filters, for links that keep them (paging, refreshing)."""
-        return {name: str(field.data) for name, field in self._fields.items() if field.data}
+@bp.app_template_test("cancel_pending")
+def cancel_pending(task: Task) -> bool:
+    """``{% if task is cancel_pending %}``: running, asked to stop, not confirmed yet."""
+    return cancellation.is_cancel_pending(task)
 
 
 @bp.get("/tasks")
@@ -76,7 +40,7 @@ def tasks() -> Response:
     cursor = request.args.get("cursor") or None
     page = task_search.TaskPage(tasks=[], next_cursor=None)
     valid = form.validate()
-    errors = {form[name].label.text: messages for name, messages in form.errors.items()}
+    errors = labelled_errors(form)
     if valid:
         try:
             page = task_search.list_tasks(
@@ -100,11 +64,47 @@ def tasks() -> Response:
 @bp.get("/tasks/<task_id>")
 @login_required
 def task_detail(task_id: str) -> Response:
-    task, events = task_search.task_with_events(acting_operator(), task_id)
+    story = console.task_story(acting_operator(), task_id)
     return render_region(
         "ui/tasks/detail.html",
         "ui/tasks/_detail_body.html",
-        task=task,
-        events=events,
+        story=story,
+        task=story.task,
+        cancel_form=CancelForm(),
         refresh_seconds=REFRESH_SECONDS,
     )
+
+
+@bp.post("/tasks/<task_id>/cancel")
+@login_required
+def cancel_task(task_id: str) -> BaseResponse:
+    form = CancelForm()
+    if not form.validate():
+        flash(f"Not cancelled: {describe_errors(form)}.", "error")
+        return redirect(url_for("ui.task_detail", task_id=task_id))
+    try:
+        task = cancellation.cancel_task(acting_operator(), task_id, form.reason.data or None)
+    except Conflict as exc:
+        flash(f"Not cancelled: {exc.message}.", "error")
+    else:
+        if cancellation.is_cancel_pending(task):
+            flash(
+                f"Asked agent {task.assigned_agent_id} to stop. The task ends CANCELLED when the "
+                f"agent confirms, or by itself {settings.cancel_grace_seconds} s after the "
+                "request.",
+                "info",
+            )
+        else:
+            flash("Task cancelled.", "success")
+    return redirect(url_for("ui.task_detail", task_id=task_id))
+
+
+@bp.post("/tasks/<task_id>/requeue")
+@login_required
+def requeue_task(task_id: str) -> BaseResponse:
+    result = dead_letter.requeue(acting_operator(), task_ids=[task_id])
+    if result.done:
+        flash("Requeued: the task is pending again, with its retries reset.", "success")
+    else:
+        flash(f"Not requeued: the task {skip_text(result.skipped[0]['reason'])}.", "error")
+    return redirect(url_for("ui.task_detail", task_id=task_id))

@@ -3,60 +3,16 @@
 from __future__ import annotations
 
 import re
-import uuid
-from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import ConsoleLog
-from tests.conftest import ROOT, Personas
+from tests.browser.support import Http, screenshot
+from tests.conftest import Personas
 from tests.processes import WebServer
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
-
 pytestmark = pytest.mark.browser
-
-
-class Http:
-    """The real HTTP API of the server under test."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def post(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = requests.post(
-            self.base + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10
-        )
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    def register(self, key: str, name: str, capabilities: list[str], slots: int) -> tuple[str, str]:
-        body = self.post(
-            "/ains/agents",
-            key,
-            {
-                "display_name": name,
-                "public_key": uuid.uuid4().hex,
-                "capabilities": [{"name": c, "version": "1.0"} for c in capabilities],
-                "max_concurrent_tasks": slots,
-            },
-        )
-        return body["agent_id"], body["api_key"]
-
-    def submit(self, key: str, **fields: Any) -> str:
-        return self.post("/ains/tasks", key, fields)["task_id"]
-
-    def claim(self, agent_id: str, key: str) -> list[str]:
-        body = self.post(f"/ains/agents/{agent_id}/tasks/claim", key, {"max_tasks": 1})
-        return [t["task_id"] for t in body["tasks"]]
-
-
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(Path(SCREENSHOTS / f"{name}.png")))
 
 
 def populate(http: Http, personas: Personas) -> str:
@@ -157,13 +113,17 @@ def test_it_shows_an_api_created_task_in_the_list(
     page.goto(f"{base}/")
     expect(page.locator('[data-stat="completed-hour"]')).to_have_text("1")
     screenshot(page, "dashboard")
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Tasks").click()
+    page.get_by_role("navigation", name="Main").get_by_role(
+        "link", name="Tasks", exact=True
+    ).click()
     expect(page.locator("tr[data-task-id]")).to_have_count(11)
     screenshot(page, "tasks")
     page.goto(f"{base}/tasks/{completed}")
     expect(page.locator(".timeline-item")).to_have_count(3)
-    screenshot(page, "task-detail")
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Agents").click()
+    expect(page.locator("tr[data-attempt]")).to_have_count(1)
+    page.get_by_role("navigation", name="Main").get_by_role(
+        "link", name="Agents", exact=True
+    ).click()
     expect(page.locator("tr[data-agent-id]")).to_have_count(3)
     screenshot(page, "agents")
 

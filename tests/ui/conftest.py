@@ -42,3 +42,35 @@ def console(client: FlaskClient, operator: dict[str, str]) -> FlaskClient:
 
 def text(response: Any) -> str:
     return response.get_data(as_text=True)
+
+
+def fail_tasks(
+    api: Any,
+    submitter: Any,
+    agent: tuple[str, Any],
+    count: int,
+    error: str = "boom",
+    **fields: Any,
+) -> list[str]:
+    """Submit ``count`` tasks, let the agent claim them and fail each for good.
+
+    The agent must have ``count`` free slots and nothing else claimable; the ids come back
+    in submission order.
+    """
+    submitted = [api.submit(submitter, max_retries=0, **fields)["task_id"] for _ in range(count)]
+    agent_id, key = agent
+    claimed = [t["task_id"] for t in api.claim(agent_id, key, max_tasks=count)]
+    assert sorted(claimed) == sorted(submitted), claimed
+    for task_id in submitted:
+        response = api.post(
+            f"/ains/tasks/{task_id}/fail",
+            key,
+            json={"error_message": error, "retryable": False},
+        )
+        assert response.status_code == 200 and response.get_json()["status"] == "FAILED"
+    return submitted
+
+
+def form_token(client: FlaskClient, path: str = "/dead-letter") -> str:
+    """A CSRF token of the signed-in session, read from a page as a browser would."""
+    return csrf_token(client.get(path).get_data(as_text=True))

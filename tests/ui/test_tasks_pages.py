@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
+import time_machine
+from flask import Flask
 from flask.testing import FlaskClient
 
+from app.lib.clock import utcnow
+from app.services import lifecycle
 from app.ui.tasks import PAGE_SIZE
 from tests.conftest import Api, Personas
 from tests.ui.conftest import HTMX, text
@@ -115,7 +120,7 @@ def test_it_wires_the_filter_form_to_htmx(console: FlaskClient) -> None:
     assert 'method="get"' in form and 'action="/tasks"' in form
     assert 'hx-get="/tasks"' in form and 'hx-target="#task-results"' in form
     assert 'hx-push-url="true"' in form
-    for name in ("status", "client", "capability", "agent", "priority"):
+    for name in ("status", "client", "capability", "agent", "priority", "created_from"):
         assert f'<label for="{name}">' in form and f'name="{name}"' in form
 
 
@@ -247,3 +252,53 @@ def test_it_answers_404_for_an_unknown_task(console: FlaskClient) -> None:
     body = text(response)
     assert body.startswith("<!doctype html>")
     assert "Not found" in body and "task_does_not_exist" in body
+
+
+def test_it_offers_expired_in_the_status_filter_and_badges_it(
+    app: Flask, console: FlaskClient, api: Api, personas: Personas
+) -> None:
+    expiring = api.submit(personas.client, expires_in_seconds=60)["task_id"]
+    waiting = api.submit(personas.client)["task_id"]
+    with app.app_context():
+        lifecycle.sweep(utcnow() + timedelta(seconds=120))
+    body = text(console.get("/tasks"))
+    assert '<option value="EXPIRED">Expired</option>' in body
+    row = body[body.index(f'<tr data-task-id="{expiring}"') :][:1500]
+    assert '<span class="badge badge-expired">Expired</span>' in row
+    assert listed(console.get("/tasks?status=expired")) == [expiring]
+    assert waiting not in listed(console.get("/tasks?status=EXPIRED"))
+
+
+def test_it_marks_a_running_task_whose_cancel_is_pending(
+    console: FlaskClient, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, slots=2)
+    asked = api.submit(personas.client)["task_id"]
+    running = api.submit(personas.client)["task_id"]
+    api.claim(agent_id, agent, max_tasks=2)
+    assert api.post(f"/ains/tasks/{asked}/cancel", personas.client, json={}).status_code == 202
+    body = text(console.get("/tasks"))
+
+    def row(task_id: str) -> str:
+        start = body.index(f'<tr data-task-id="{task_id}"')
+        return body[start : body.index("</tr>", start)]
+
+    assert "cancel requested" in row(asked)
+    assert "cancel requested" not in row(running)
+
+
+def test_it_filters_by_created_range(console: FlaskClient, api: Api, personas: Personas) -> None:
+    with time_machine.travel(datetime(2026, 3, 1, 9, 0, tzinfo=UTC), tick=False):
+        morning = api.submit(personas.client)["task_id"]
+    with time_machine.travel(datetime(2026, 3, 1, 15, 0, 30, tzinfo=UTC), tick=False):
+        afternoon = api.submit(personas.client)["task_id"]
+    assert listed(console.get("/tasks?created_from=2026-03-01T12:00")) == [afternoon]
+    assert listed(console.get("/tasks?created_before=2026-03-01T12:00")) == [morning]
+    # Seconds are kept, and the bounds are [from, before).
+    assert listed(console.get("/tasks?created_from=2026-03-01T15:00:30")) == [afternoon]
+    assert listed(console.get("/tasks?created_before=2026-03-01T15:00:30")) == [morning]
+    page = text(console.get("/tasks?created_from=2026-03-01T08:00&status=PENDING"))
+    assert 'type="datetime-local"' in page and 'value="2026-03-01T08:00"' in page
+    # The live refresh keeps the range.
+    fragment = text(console.get("/tasks?created_from=2026-03-01T08:00", headers=HTMX))
+    assert 'hx-get="/tasks?created_from=2026-03-01T08:00"' in fragment

@@ -17,3 +17,57 @@ document.addEventListener("htmx:configRequest", (event) => {
   const meta = document.querySelector('meta[name="csrf-token"]');
   if (meta) event.detail.headers["X-CSRFToken"] = meta.content;
 });
+
+// A region that refreshes itself (data-pause-while-editing) skips a refresh while the
+// operator is in one of its forms or has typed into one: the swap would wipe their input.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const region = event.detail.elt;
+  if (!(region instanceof Element) || !region.hasAttribute("data-pause-while-editing")) return;
+  const active = document.activeElement;
+  const focused = active && region.contains(active) && active.closest("form");
+  const typed = Array.from(region.querySelectorAll("form input, form textarea")).some(
+    (input) => input.type !== "hidden" && input.value !== input.defaultValue,
+  );
+  if (focused || typed) event.preventDefault();
+});
+
+// Row selection: a select-all box, a live count, and bulk buttons that need a selection.
+function syncSelection(form) {
+  const boxes = Array.from(form.querySelectorAll('input[type="checkbox"][name="task_ids"]'));
+  const ticked = boxes.filter((box) => box.checked).length;
+  for (const all of form.querySelectorAll("[data-select-all]")) {
+    all.checked = boxes.length > 0 && ticked === boxes.length;
+    all.indeterminate = ticked > 0 && ticked < boxes.length;
+  }
+  for (const count of form.querySelectorAll("[data-selected-count]")) {
+    count.textContent = String(ticked);
+  }
+  for (const button of form.querySelectorAll("[data-needs-selection]")) {
+    button.disabled = ticked === 0;
+  }
+}
+
+document.addEventListener("change", (event) => {
+  const target = event.target;
+  if (!(target instanceof HTMLInputElement) || !target.form) return;
+  if (target.hasAttribute("data-select-all")) {
+    const name = target.getAttribute("data-select-all");
+    for (const box of target.form.querySelectorAll(`input[type="checkbox"][name="${name}"]`)) {
+      box.checked = target.checked;
+    }
+  } else if (target.name !== "task_ids") {
+    return;
+  }
+  syncSelection(target.form);
+});
+
+// Forms with a selection start in step (buttons off until a row is ticked), also after a
+// swap and when the browser restores ticked boxes from its back/forward cache.
+function syncAllSelections(root) {
+  const scope = root instanceof Element || root instanceof Document ? root : document;
+  for (const bar of scope.querySelectorAll("[data-selection-bar]")) {
+    if (bar.closest("form")) syncSelection(bar.closest("form"));
+  }
+}
+document.addEventListener("htmx:load", (event) => syncAllSelections(event.target));
+window.addEventListener("pageshow", () => syncAllSelections(document));
