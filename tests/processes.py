@@ -123,10 +123,10 @@ def start_web(app: Flask, name: str = "web", port: int | None = None, **extra: s
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return WebServer(process, url)
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or still starting its workers on a busy machine
         if process.proc.poll() is not None:
             break
         time.sleep(0.1)
