@@ -115,6 +115,12 @@ class Config:
     # How long an Idempotency-Key replays the original task.
     IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 86400, minimum=1)
     CLOCK_INTERVAL_SECONDS = env_int("CLOCK_INTERVAL_SECONDS", 1, minimum=1)
+    # A schedule's due time fired later than this counts as missed (downtime): its
+    # misfire_policy decides. Anything later but within it is simply a late run.
+    SCHEDULE_MISFIRE_GRACE_SECONDS = env_int("SCHEDULE_MISFIRE_GRACE_SECONDS", 15, minimum=1)
+    # precise: the clock process fires schedules itself, waking at each due time;
+    # tick: the clock enqueues a firing job every CLOCK_INTERVAL_SECONDS for the worker.
+    SCHEDULE_FIRING = env_choice("SCHEDULE_FIRING", "precise", ("precise", "tick"))
     RQ_QUEUE = os.environ.get("RQ_QUEUE", "ains")
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True

@@ -1,8 +1,14 @@
-"""The ``clock`` process: rq-scheduler enqueueing the maintenance tick every second.
+"""The ``clock`` process: rq-scheduler enqueueing the periodic jobs, and schedule firing.
 
-Several clocks are safe: rq-scheduler lets one hold its lock per pass, and the tick job is
-idempotent. The schedule lives only in Redis, so each pass re-registers it: a flushed or
-restarted Redis costs at most one interval.
+Several clocks are safe: rq-scheduler lets one hold its lock per pass, the jobs are
+idempotent, and a schedule's due time fires once whoever tries (see services/scheduling).
+rq-scheduler's job registrations live only in Redis, so each pass re-registers them: a
+flushed or restarted Redis costs at most one interval.
+
+Schedules fire from a thread of this process (SCHEDULE_FIRING=precise, the default) that
+sleeps until the earliest due time, at most a second, so a run starts within milliseconds of
+its time instead of up to a tick late; SCHEDULE_FIRING=tick fires them from a job enqueued
+every second instead, as rq-scheduler alone would.
 """
 
 from __future__ import annotations
@@ -10,18 +16,27 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from rq import Queue
 from rq_scheduler import Scheduler
 
-from app.extensions import redis_client
-from app.services import lifecycle
+from app.extensions import db, redis_client
+from app.lib.clock import utcnow
+from app.services import lifecycle, scheduling
 from jobs.context import app_context, get_app
 
 TICK_JOB_ID = "ains-maintenance-tick"
 TICK_FUNC = "jobs.maintenance.tick"
+FIRE_JOB_ID = "ains-schedule-tick"
+FIRE_FUNC = "jobs.maintenance.fire_schedules"
+# The firing thread looks at the database at least this often, so edits, pauses and new
+# schedules take effect within it.
+MAX_SLEEP_SECONDS = 1.0
+# After a pass that fired nothing although something was due (another clock holds it).
+BUSY_SLEEP_SECONDS = 0.02
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +44,26 @@ log = logging.getLogger(__name__)
 class Clock(Scheduler):
     """rq-scheduler that keeps AINS's periodic jobs registered."""
 
-    def __init__(self, *args: Any, tick_seconds: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tick_seconds: int, fire_by_tick: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tick_seconds = tick_seconds
+        self.periodic = {TICK_JOB_ID: TICK_FUNC}
+        if fire_by_tick:
+            self.periodic[FIRE_JOB_ID] = FIRE_FUNC
 
     def ensure_periodic_jobs(self) -> None:
-        if TICK_JOB_ID not in self:
-            self.schedule(
-                scheduled_time=datetime.now(UTC),
-                func=TICK_FUNC,
-                interval=self.tick_seconds,
-                repeat=None,
-                id=TICK_JOB_ID,
-                result_ttl=60,
-                ttl=30,
-            )
-            log.info("scheduled %s every %ss", TICK_FUNC, self.tick_seconds)
+        for job_id, func in self.periodic.items():
+            if job_id not in self:
+                self.schedule(
+                    scheduled_time=datetime.now(UTC),
+                    func=func,
+                    interval=self.tick_seconds,
+                    repeat=None,
+                    id=job_id,
+                    result_ttl=60,
+                    ttl=30,
+                )
+                log.info("scheduled %s every %ss", func, self.tick_seconds)
 
     def enqueue_jobs(self) -> list[Any]:
         self.ensure_periodic_jobs()
@@ -55,13 +74,51 @@ class Clock(Scheduler):
         return super().enqueue_jobs()
 
 
+class ScheduleFirer(threading.Thread):
+    """Fires due schedules, then sleeps until the next due time (at most a second)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="schedule-firer", daemon=True)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.stopping.wait(self.fire_once())
+
+    def fire_once(self) -> float:
+        """One pass; returns how long to sleep before the next."""
+        try:
+            with app_context():
+                result = scheduling.fire_due()
+                if result.fired or result.skipped:
+                    log.info("schedules: %s", result.as_dict())
+                upcoming = scheduling.next_fire_at()
+                db.session.rollback()
+        except Exception:  # the database may be restarting: keep trying, never die
+            log.exception("firing schedules failed; retrying in %ss", MAX_SLEEP_SECONDS)
+            return MAX_SLEEP_SECONDS
+        if upcoming is None:
+            return MAX_SLEEP_SECONDS
+        wait = (upcoming - utcnow()).total_seconds()
+        return min(MAX_SLEEP_SECONDS, max(BUSY_SLEEP_SECONDS, wait))
+
+
 def main() -> None:
     app = get_app()
     connection = redis_client(app.config["REDIS_URL"])
     queue = Queue(app.config["RQ_QUEUE"], connection=connection)
     interval = app.config["CLOCK_INTERVAL_SECONDS"]
-    clock = Clock(queue=queue, connection=connection, interval=interval, tick_seconds=interval)
+    precise = app.config["SCHEDULE_FIRING"] == "precise"
+    clock = Clock(
+        queue=queue,
+        connection=connection,
+        interval=interval,
+        tick_seconds=interval,
+        fire_by_tick=not precise,
+    )
     logging.getLogger("rq_scheduler.scheduler").setLevel(logging.INFO)
+    if precise:
+        ScheduleFirer().start()
     clock.run()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 CapabilityName = Annotated[
@@ -356,3 +356,177 @@ class ErrorOut(Out):
 class HealthOut(Out):
     status: Literal["ok", "degraded"]
     checks: dict[str, str]
+
+
+# ---------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------
+
+ScheduleStatusName = Literal["ACTIVE", "PAUSED", "COMPLETED", "FAILED"]
+MisfirePolicyName = Literal["fire_once", "skip", "fire_all"]
+OverlapPolicyName = Literal["allow", "skip"]
+CronText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="5 fields (minute hour day month weekday) or 6 with seconds first",
+    ),
+]
+ZoneName = Annotated[
+    str, Field(min_length=1, max_length=64, description="IANA, e.g. Europe/London")
+]
+# Times a client sends must say their offset: a naive one would be read in some zone.
+OffsetDatetime = Annotated[AwareDatetime, Strict(False)]
+
+
+class ScheduleTiming(Body):
+    """When a schedule runs: exactly one of cron_expression, interval_seconds, run_at."""
+
+    cron_expression: CronText | None = None
+    interval_seconds: int | None = Field(None, ge=1, le=366 * 86400)
+    run_at: OffsetDatetime | None = Field(None, description="one-time; ISO 8601 with an offset")
+    timezone: ZoneName | None = Field(None, description="the zone cron fields are read in (UTC)")
+
+
+class ScheduleCreate(ScheduleTiming):
+    client_id: Name | None = Field(
+        None, description="required for admin keys; a client key's own id by default"
+    )
+    description: str | None = Field(None, max_length=2000)
+    task_type: Name
+    capability_required: CapabilityName
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(5, ge=1, le=10)
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_policy: Literal["exponential", "linear", "fixed"] = "exponential"
+    timeout_seconds: int = Field(300, ge=1, le=3600)
+    retry_on_timeout: bool = False
+    expires_in_seconds: int | None = Field(None, ge=1, le=30 * 86400)
+    misfire_policy: MisfirePolicyName = Field(
+        "fire_once",
+        description="after downtime: fire_once (one catch-up run), skip, or fire_all (<= 100)",
+    )
+    overlap_policy: OverlapPolicyName = Field(
+        "allow", description="skip: no new run while the previous run's task is unfinished"
+    )
+
+
+class ScheduleUpdate(ScheduleTiming):
+    """PUT: the fields given replace the schedule's; a new timing counts from now."""
+
+    description: str | None = Field(None, max_length=2000)
+    task_type: Name | None = None
+    capability_required: CapabilityName | None = None
+    input_data: dict[str, Any] | None = None
+    priority: int | None = Field(None, ge=1, le=10)
+    max_retries: int | None = Field(None, ge=0, le=20)
+    retry_policy: Literal["exponential", "linear", "fixed"] | None = None
+    timeout_seconds: int | None = Field(None, ge=1, le=3600)
+    retry_on_timeout: bool | None = None
+    expires_in_seconds: int | None = Field(None, ge=1, le=30 * 86400)
+    misfire_policy: MisfirePolicyName | None = None
+    overlap_policy: OverlapPolicyName | None = None
+    status: Literal["ACTIVE", "PAUSED"] | None = Field(None, description="pause or resume")
+
+
+class ScheduleListQuery(Query):
+    client_id: str | None = Field(None, max_length=200)
+    status: ScheduleStatusName | None = None
+    limit: int = Field(20, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+class ExecutionListQuery(Query):
+    limit: int = Field(20, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+class ScheduleValidate(Body):
+    cron_expression: CronText | None = None
+    interval_seconds: int | None = Field(None, ge=1, le=366 * 86400)
+    timezone: ZoneName = "UTC"
+    count: int = Field(10, ge=1, le=50)
+    start_at: OffsetDatetime | None = Field(None, description="list runs after this (now)")
+
+
+class ScheduleOut(Out):
+    schedule_id: str
+    client_id: str
+    description: str | None
+    kind: Literal["cron", "interval", "once"]
+    cron_expression: str | None
+    interval_seconds: int | None
+    run_at: datetime | None
+    timezone: str
+    schedule_description: str
+    task_type: str
+    capability_required: str
+    input_data: dict[str, Any]
+    priority: int
+    max_retries: int
+    retry_policy: str
+    timeout_seconds: int
+    retry_on_timeout: bool
+    expires_in_seconds: int | None
+    misfire_policy: MisfirePolicyName
+    overlap_policy: OverlapPolicyName
+    status: Literal["ACTIVE", "PAUSED", "COMPLETED", "FAILED", "DELETED"]
+    next_run_at: datetime | None
+    next_run_local: str | None = Field(description="next_run_at in the schedule's zone")
+    last_run_at: datetime | None
+    last_error: str | None
+    total_runs: int
+    failed_runs: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SchedulePageOut(Out):
+    schedules: list[ScheduleOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ScheduleDeletedOut(Out):
+    schedule_id: str
+    status: Literal["DELETED"]
+    message: str
+
+
+class ExecutionOut(Out):
+    execution_id: str
+    schedule_id: str
+    task_id: str | None
+    scheduled_for: datetime
+    executed_at: datetime
+    lateness_ms: int
+    trigger: Literal["schedule", "catch_up", "run_now"]
+    status: Literal["PENDING", "COMPLETED", "FAILED", "SKIPPED"]
+    task_status: TaskStatusName | None
+    result_data: dict[str, Any] | None
+    error_message: str | None
+    note: str | None
+
+
+class ExecutionPageOut(Out):
+    executions: list[ExecutionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RunNowOut(Out):
+    execution: ExecutionOut
+    task: TaskOut
+
+
+class ScheduleValidateOut(Out):
+    valid: bool
+    error: str | None
+    description: str
+    timezone: str
+    next_runs: list[str] = Field(description="ISO 8601 in the zone, with its offset")
+    next_runs_utc: list[str]

@@ -18,10 +18,14 @@ class Principal:
     key_id: str | None = None
     client_id: str | None = None
     agent_id: str | None = None
+    # Set when the system acts on someone's behalf (a schedule firing): the event rows say so.
+    acting_as: str | None = None
 
     @property
     def actor(self) -> str:
         """How the caller is written into event rows."""
+        if self.acting_as:
+            return self.acting_as
         if self.role == Role.CLIENT:
             return f"client:{self.client_id}"
         if self.role == Role.AGENT and self.agent_id:
@@ -68,6 +72,11 @@ def task_agent(task: Task) -> Agent | None:
 
 
 SYSTEM = Principal(role=Role.ADMIN, name="system")
+
+
+def schedule_runner(schedule_id: str) -> Principal:
+    """A schedule creating its run's task: admin rights, written as ``schedule:<id>``."""
+    return Principal(role=Role.ADMIN, name="scheduler", acting_as=f"schedule:{schedule_id}")
 
 
 def operator(email: str) -> Principal:

@@ -19,6 +19,7 @@ class DispatchSettings:
     retry_max_delay_seconds: int = 3600
     cancel_grace_seconds: int = 30
     idempotency_ttl_seconds: int = 86400
+    schedule_misfire_grace_seconds: int = 15
 
     def configure(self, config: Mapping[str, Any]) -> None:
         self.aging_seconds_per_level = config["AGING_SECONDS_PER_LEVEL"]
@@ -29,6 +30,7 @@ class DispatchSettings:
         self.retry_max_delay_seconds = config["RETRY_MAX_DELAY_SECONDS"]
         self.cancel_grace_seconds = config["CANCEL_GRACE_SECONDS"]
         self.idempotency_ttl_seconds = config["IDEMPOTENCY_TTL_SECONDS"]
+        self.schedule_misfire_grace_seconds = config["SCHEDULE_MISFIRE_GRACE_SECONDS"]
 
     @property
     def lease_seconds(self) -> int:

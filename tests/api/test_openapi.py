@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import BaseModel
@@ -17,16 +19,21 @@ from app.api.schemas import (
     AgentOut,
     CapabilityOut,
     ErrorOut,
+    ExecutionOut,
+    ScheduleOut,
     TaskAttemptOut,
     TaskDetail,
     TaskEventOut,
     TaskOut,
 )
 from app.extensions import db
-from app.models import Agent, Task, TaskAttempt, TaskEvent
+from app.models import Agent, Schedule, ScheduleExecution, Task, TaskAttempt, TaskEvent
+from app.services import scheduling
+from tests.api.support import T0
 from tests.conftest import Api, Persona, Personas
 
 API_PREFIXES = ("/ains", "/aitp")
+SCHEDULES = "/aitp/tasks/schedule"
 
 
 class RecordingApi(Api):
@@ -198,6 +205,7 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
         api.get(f"/ains/tasks/{task_id}", personas.client)
     api.get("/ains/queue/metrics", personas.admin)
     api.get("/health")
+    exercise_schedules(api, personas)
     # Errors of every documented kind.
     api.get("/ains/tasks")
     api.post("/ains/tasks", personas.fleet, json={})
@@ -208,6 +216,54 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
     api.post(
         "/ains/tasks", personas.client, data=b"x" * 1024 * 1024, content_type="application/json"
     )
+
+
+def exercise_schedules(api: RecordingApi, personas: Personas) -> None:
+    """Every schedule operation, with its success and error outcomes."""
+    body = {
+        "task_type": "r",
+        "capability_required": "report-v1",
+        "cron_expression": "*/5 * * * *",
+        "timezone": "Europe/London",
+        "input_data": {"a": [1, None]},
+    }
+    schedule_id = api.post(SCHEDULES, personas.client, json=body).get_json()["schedule_id"]
+    once = api.post(
+        SCHEDULES,
+        personas.admin,
+        json={
+            "task_type": "r",
+            "capability_required": "report-v1",
+            "client_id": "client-1",
+            "run_at": "2999-01-01T00:00:00+01:00",
+        },
+    ).get_json()["schedule_id"]
+    api.get(SCHEDULES, personas.client, query_string={"status": "ACTIVE", "limit": 1})
+    api.get(f"{SCHEDULES}/{once}", personas.client)
+    api.call("PUT", f"{SCHEDULES}/{schedule_id}", personas.client, json={"interval_seconds": 60})
+    api.post(f"{SCHEDULES}/{schedule_id}/pause", personas.client)
+    api.post(f"{SCHEDULES}/{schedule_id}/resume", personas.client)
+    api.post(f"{SCHEDULES}/{schedule_id}/run-now", personas.client)
+    api.get(f"{SCHEDULES}/{schedule_id}/executions", personas.client, query_string={"limit": 5})
+    api.post(
+        f"{SCHEDULES}/validate",
+        personas.client,
+        json={"cron_expression": "0 9 * * 1-5", "timezone": "America/New_York", "count": 3},
+    )
+    api.call("DELETE", f"{SCHEDULES}/{once}", personas.client)
+    # Errors.
+    api.post(SCHEDULES, personas.client, json={"task_type": "r", "capability_required": "x"})
+    api.post(SCHEDULES, personas.fleet, json=body)
+    api.post(SCHEDULES, personas.client, json={**body, "client_id": "client-2"})
+    api.get(SCHEDULES, personas.client, query_string={"status": "DELETED"})
+    api.get(f"{SCHEDULES}/{schedule_id}", personas.other_client)
+    api.call("PUT", f"{SCHEDULES}/{schedule_id}", personas.client, json={"task_type": None})
+    api.call("DELETE", f"{SCHEDULES}/{once}", personas.client)
+    api.post(f"{SCHEDULES}/{once}/pause", personas.client)
+    api.post(f"{SCHEDULES}/{once}/run-now", personas.client)
+    api.get(f"{SCHEDULES}/{once}/executions", personas.client, query_string={"offset": -1})
+    api.post(f"{SCHEDULES}/validate", personas.client, json={"cron_expression": "* *", "count": 51})
+    api.post(f"{SCHEDULES}/validate", personas.client, data=b"[", content_type="application/json")
 
 
 def test_it_answers_every_operation_with_the_documented_model(
@@ -296,4 +352,68 @@ def test_it_serialises_real_rows_in_every_state_as_the_models_say(
         validate_json(AgentOut, agent_row.to_dict())
         for cap in agent_row.capabilities:
             validate_json(CapabilityOut, cap.to_dict())
+        db.session.remove()
+
+
+def make_schedule_rows(app: Flask, api: Api, personas: Personas) -> None:
+    """Schedules in every status, and executions in every status, through the API and clock."""
+    agent_id, agent = api.register_agent(personas.fleet, capabilities=("sched-v1",), slots=5)
+    fields = {"task_type": "s", "capability_required": "sched-v1", "max_retries": 0}
+    with time_machine.travel(T0, tick=False):
+        api.post(
+            SCHEDULES,
+            personas.client,
+            json={**fields, "interval_seconds": 60, "overlap_policy": "skip"},
+        )
+        paused = api.post(
+            SCHEDULES, personas.client, json={**fields, "cron_expression": "0 9 * * 1-5"}
+        ).get_json()["schedule_id"]
+        api.post(f"{SCHEDULES}/{paused}/pause", personas.client)
+        for policy in ("fire_once", "skip"):  # fires late: completed, or failed
+            api.post(
+                SCHEDULES,
+                personas.client,
+                json={**fields, "run_at": "2026-03-02T10:00:00Z", "misfire_policy": policy},
+            )
+        deleted = api.post(SCHEDULES, personas.client, json={**fields, "interval_seconds": 5})
+        api.call("DELETE", f"{SCHEDULES}/{deleted.get_json()['schedule_id']}", personas.client)
+
+    def fire(minutes: int) -> None:
+        with app.app_context():
+            scheduling.fire_due(now=T0 + timedelta(minutes=minutes))
+            db.session.remove()
+
+    fire(1)  # a task
+    fire(2)  # skipped: that task is unfinished
+    [done] = api.claim(agent_id, agent)
+    api.post(f"/ains/tasks/{done['task_id']}/complete", agent, json={"result_data": {"n": 1}})
+    fire(3)  # a task that fails
+    [failed] = api.claim(agent_id, agent)
+    api.post(
+        f"/ains/tasks/{failed['task_id']}/fail",
+        agent,
+        json={"error_message": "e", "retryable": False},
+    )
+    fire(4)  # a task left pending
+    fire(90)  # the one-time schedules, an hour late
+    with app.app_context():
+        statuses = {s.status for s in db.session.scalars(db.select(Schedule))}
+        assert statuses == {"ACTIVE", "PAUSED", "COMPLETED", "FAILED", "DELETED"}
+        db.session.remove()
+
+
+def test_it_serialises_schedules_and_executions_in_every_state_as_the_models_say(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    make_schedule_rows(app, api, personas)
+    with app.app_context():
+        for schedule in db.session.scalars(db.select(Schedule)):
+            validate_json(ScheduleOut, scheduling.schedule_dict(schedule))
+        seen = set()
+        for execution in db.session.scalars(db.select(ScheduleExecution)):
+            task = db.session.get(Task, execution.task_id) if execution.task_id else None
+            data = execution.to_dict(task)
+            validate_json(ExecutionOut, data)
+            seen.add(data["status"])
+        assert seen == {"PENDING", "COMPLETED", "FAILED", "SKIPPED"}
         db.session.remove()

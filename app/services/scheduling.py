@@ -1,0 +1,671 @@
+"""Schedules: cron math in the schedule's zone, CRUD, and firing each due time exactly once.
+
+A schedule's next due time is computed in its own zone and stored in UTC in an indexed
+column. Firing locks the schedule row, re-checks that it is still due, inserts one execution
+per due time (unique on schedule and due time, so a second clock that got past the lock
+anyway fails on the insert), creates the run's task and moves ``next_run_at`` on, all in one
+transaction. Any number of clock processes may call ``fire_due``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.lib.clock import as_utc, utcnow
+from app.lib.cron import CronError, describe, load_zone, next_after, next_runs, parse_cron
+from app.lib.tokens import new_id
+from app.models import (
+    ExecutionStatus,
+    ExecutionTrigger,
+    MisfirePolicy,
+    OverlapPolicy,
+    Role,
+    Schedule,
+    ScheduleExecution,
+    ScheduleStatus,
+    Task,
+    TaskStatus,
+)
+from app.services.dispatch import build_task, resolve_client_id
+from app.services.errors import Conflict, DomainError, InvalidInput, NotFound
+from app.services.principal import Principal, schedule_runner
+from app.services.settings import settings
+from app.services.wakeups import wakeups
+
+# fire_all catches up on at most this many missed runs (the latest ones).
+FIRE_ALL_LIMIT = 100
+# Due times looked at in one pass for one schedule, so a every-second cron after a long
+# downtime cannot stall the clock.
+MAX_SCAN = 100_000
+TIMING_FIELDS = ("cron_expression", "interval_seconds", "run_at", "timezone")
+TASK_FIELDS = (
+    "task_type",
+    "capability_required",
+    "input_data",
+    "priority",
+    "max_retries",
+    "retry_policy",
+    "timeout_seconds",
+    "retry_on_timeout",
+    "expires_in_seconds",
+)
+NULLABLE_FIELDS = (*TIMING_FIELDS, "description", "expires_in_seconds")
+EDITABLE_FIELDS = (
+    *TIMING_FIELDS,
+    *TASK_FIELDS,
+    "description",
+    "misfire_policy",
+    "overlap_policy",
+)
+
+
+def invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", [{"field": field, "message": message}])
+
+
+# ---------------------------------------------------------------------------------------
+# Time math
+# ---------------------------------------------------------------------------------------
+
+
+def next_due(schedule: Schedule, after: datetime) -> datetime | None:
+    """The schedule's first due time strictly after ``after`` (UTC), None if there is none."""
+    if schedule.cron_expression:
+        return next_after(parse_cron(schedule.cron_expression), load_zone(schedule.timezone), after)
+    if schedule.interval_seconds:
+        anchor = as_utc(schedule.anchor_at)
+        assert anchor is not None
+        if after < anchor:
+            return anchor
+        step = timedelta(seconds=schedule.interval_seconds)
+        return anchor + step * ((after - anchor) // step + 1)
+    run_at = as_utc(schedule.run_at)
+    return run_at if run_at is not None and run_at > after else None
+
+
+def due_times(
+    schedule: Schedule, first: datetime, until: datetime, keep: int | None = None
+) -> list[datetime]:
+    """Due times from ``first`` (itself due) up to ``until`` inclusive; the last ``keep``."""
+    found: deque[datetime] = deque(maxlen=keep)
+    if schedule.interval_seconds and not schedule.cron_expression:
+        step = timedelta(seconds=schedule.interval_seconds)
+        count = (until - first) // step + 1
+        skip = max(0, count - keep) if keep is not None else 0
+        found.extend(first + step * k for k in range(skip, count))
+        return list(found)
+    when: datetime | None = first
+    for _ in range(MAX_SCAN):
+        if when is None or when > until:
+            break
+        found.append(when)
+        when = next_due(schedule, when)
+    return list(found)
+
+
+@dataclass(frozen=True)
+class Run:
+    scheduled_for: datetime
+    trigger: str
+
+
+def plan_runs(schedule: Schedule, now: datetime) -> list[Run]:
+    """The runs one firing pass owes: on-time due times, and missed ones per misfire policy.
+
+    A due time later than the misfire grace means nothing fired for a while (the clocks
+    were down): ``fire_once`` makes one catch-up run for the latest of them, ``skip``
+    drops them, ``fire_all`` runs each of the latest 100.
+    """
+    first = as_utc(schedule.next_run_at)
+    assert first is not None
+    grace = timedelta(seconds=settings.schedule_misfire_grace_seconds)
+    if now - first <= grace:
+        return [Run(t, ExecutionTrigger.SCHEDULE) for t in due_times(schedule, first, now)]
+    policy = schedule.misfire_policy
+    if policy == MisfirePolicy.FIRE_ONCE:
+        latest = due_times(schedule, first, now, keep=1)
+        return [Run(latest[-1], ExecutionTrigger.CATCH_UP)]
+    if policy == MisfirePolicy.FIRE_ALL:
+        times = due_times(schedule, first, now, keep=FIRE_ALL_LIMIT)
+        return [
+            Run(t, ExecutionTrigger.CATCH_UP if now - t > grace else ExecutionTrigger.SCHEDULE)
+            for t in times
+        ]
+    # skip: only what is due within the grace runs.
+    on_time = next_due(schedule, now - grace - timedelta(microseconds=1))
+    if on_time is None or on_time > now:
+        return []
+    return [Run(t, ExecutionTrigger.SCHEDULE) for t in due_times(schedule, on_time, now)]
+
+
+# ---------------------------------------------------------------------------------------
+# Firing
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FireResult:
+    schedules: int = 0
+    fired: int = 0
+    skipped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"schedules": self.schedules, "fired": self.fired, "skipped": self.skipped}
+
+
+def fire_due(now: datetime | None = None, limit: int = 500) -> FireResult:
+    """Fire every ACTIVE schedule due by ``now``: each due time once, one commit per schedule."""
+    now = now or utcnow()
+    ids = list(
+        db.session.scalars(
+            db.select(Schedule.id)
+            .where(Schedule.status == ScheduleStatus.ACTIVE, Schedule.next_run_at <= now)
+            .order_by(Schedule.next_run_at)
+            .limit(limit)
+        )
+    )
+    db.session.rollback()  # end the read; each schedule gets its own transaction
+    result = FireResult()
+    for schedule_id in ids:
+        try:
+            fired, skipped = fire_schedule(schedule_id, now)
+        except (DomainError, CronError) as exc:
+            # The schedule itself cannot make its task (a stored field no longer valid):
+            # it fails alone, visibly, instead of blocking every schedule due after it.
+            db.session.rollback()
+            mark_failed(schedule_id, f"could not fire: {exc}", now)
+            continue
+        result.schedules += 1 if fired or skipped else 0
+        result.fired += fired
+        result.skipped += skipped
+    return result
+
+
+def mark_failed(schedule_id: str, error: str, now: datetime) -> None:
+    """Stop a schedule that cannot fire, keeping the reason."""
+    schedule = db.session.get(Schedule, schedule_id)
+    if schedule is not None:
+        schedule.status = ScheduleStatus.FAILED
+        schedule.last_error = error
+        schedule.next_run_at = None
+        schedule.updated_at = now
+        db.session.commit()
+
+
+def fire_schedule(schedule_id: str, now: datetime) -> tuple[int, int]:
+    """Fire one schedule's due runs; returns (runs fired, runs skipped for overlap)."""
+    # Lock the row and re-check it is due: another clock may have fired it since we looked
+    # (it is then locked and skipped, or no longer due once its commit is visible).
+    schedule = db.session.scalars(
+        db.select(Schedule)
+        .where(
+            Schedule.id == schedule_id,
+            Schedule.status == ScheduleStatus.ACTIVE,
+            Schedule.next_run_at <= now,
+        )
+        .with_for_update(skip_locked=True)
+    ).first()
+    if schedule is None:
+        db.session.rollback()
+        return 0, 0
+    runs = plan_runs(schedule, now)
+    # A due time that already has an execution (a run-now at that very instant, or a row
+    # written by another clock) has had its run: leave it out rather than fail on the
+    # unique constraint, so the schedule still moves past it.
+    taken = fired_already(schedule.id, runs)
+    fired = skipped = 0
+    tasks: list[Task] = []
+    try:
+        for run in runs:
+            if run.scheduled_for in taken:
+                continue
+            task = start_run(schedule, run.scheduled_for, run.trigger, now, sequence=len(tasks))
+            if task is None:
+                skipped += 1
+            else:
+                tasks.append(task)
+                fired += 1
+        advance(schedule, now, fired=bool(tasks), missed=not runs)
+        db.session.commit()
+    except IntegrityError:
+        # Another clock inserted one of these executions first: it fired them, not us.
+        db.session.rollback()
+        return 0, 0
+    wakeups.notify({t.capability_required for t in tasks})
+    return fired, skipped
+
+
+def fired_already(schedule_id: str, runs: Sequence[Run]) -> set[datetime]:
+    """The due times among ``runs`` that already have an execution row."""
+    if not runs:
+        return set()
+    found = db.session.scalars(
+        db.select(ScheduleExecution.scheduled_for).where(
+            ScheduleExecution.schedule_id == schedule_id,
+            ScheduleExecution.scheduled_for.between(runs[0].scheduled_for, runs[-1].scheduled_for),
+        )
+    )
+    return set(found)  # aware UTC, as UTCDateTime reads it
+
+
+def start_run(
+    schedule: Schedule, scheduled_for: datetime, trigger: str, now: datetime, sequence: int = 0
+) -> Task | None:
+    """Record one execution and create its task; None when overlap_policy skips it."""
+    execution = ScheduleExecution(
+        id=new_id("exec"),
+        schedule_id=schedule.id,
+        scheduled_for=scheduled_for,
+        fired_at=now,
+        trigger=trigger,
+    )
+    busy = unfinished_run(schedule.id) if schedule.overlap_policy == OverlapPolicy.SKIP else None
+    if busy is not None and trigger != ExecutionTrigger.RUN_NOW:
+        execution.note = f"skipped: the previous run's task {busy.id} is still {busy.status}"
+        db.session.add(execution)
+        db.session.flush()
+        return None
+    task = build_task(
+        schedule_runner(schedule.id), schedule.task_fields(), now=now, sequence=sequence
+    )
+    # The task row first: no relationship tells the unit of work that the execution's
+    # foreign key points at it, so one flush may insert them in either order.
+    db.session.flush()
+    execution.task_id = task.id
+    db.session.add(execution)
+    db.session.flush()  # the next run's overlap check must see this one
+    return task
+
+
+def unfinished_run(schedule_id: str) -> Task | None:
+    """The task of the schedule's latest run that made one, if it has not finished."""
+    task = db.session.scalars(
+        db.select(Task)
+        .join(ScheduleExecution, ScheduleExecution.task_id == Task.id)
+        .where(ScheduleExecution.schedule_id == schedule_id)
+        .order_by(ScheduleExecution.fired_at.desc(), ScheduleExecution.scheduled_for.desc())
+        .limit(1)
+    ).first()
+    return task if task is not None and task.status not in TaskStatus.TERMINAL else None
+
+
+def advance(schedule: Schedule, now: datetime, *, fired: bool, missed: bool) -> None:
+    """Move the schedule past ``now``; a one-time schedule is done (or failed, if skipped)."""
+    if fired:
+        schedule.last_run_at = now
+    schedule.updated_at = now
+    if schedule.kind == "once":
+        schedule.next_run_at = None
+        if missed:
+            schedule.status = ScheduleStatus.FAILED
+            schedule.last_error = (
+                "run_at was missed by more than the misfire grace and misfire_policy is skip"
+            )
+        else:
+            schedule.status = ScheduleStatus.COMPLETED
+        return
+    schedule.next_run_at = next_due(schedule, now)
+    if schedule.next_run_at is None:
+        schedule.status = ScheduleStatus.COMPLETED
+
+
+def next_fire_at() -> datetime | None:
+    """When the earliest ACTIVE schedule is due: how long a clock may sleep."""
+    return as_utc(
+        db.session.scalar(
+            db.select(func.min(Schedule.next_run_at)).where(
+                Schedule.status == ScheduleStatus.ACTIVE
+            )
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# CRUD
+# ---------------------------------------------------------------------------------------
+
+
+def check_timing(fields: dict[str, Any], now: datetime) -> None:
+    """Exactly one of cron_expression / interval_seconds / run_at, each valid."""
+    given = [f for f in ("cron_expression", "interval_seconds", "run_at") if fields.get(f)]
+    if len(given) != 1:
+        raise InvalidInput(
+            "give exactly one of cron_expression, interval_seconds or run_at"
+            + (f" (got {', '.join(given)})" if given else ""),
+            [
+                {"field": f, "message": "exactly one of these is required"}
+                for f in given or ("cron_expression", "interval_seconds", "run_at")
+            ],
+        )
+    try:
+        load_zone(fields.get("timezone") or "UTC")
+        if fields.get("cron_expression"):
+            expression = parse_cron(fields["cron_expression"])
+            fields["cron_expression"] = expression.text
+    except CronError as exc:
+        raise invalid(exc.field, str(exc)) from exc
+    run_at = fields.get("run_at")
+    if run_at is not None:
+        run_at = as_utc(run_at)
+        if run_at <= now:
+            raise invalid("run_at", f"{run_at.isoformat()} is in the past")
+        fields["run_at"] = run_at
+
+
+def visible_schedule(principal: Principal, schedule_id: str, *, lock: bool = False) -> Schedule:
+    """A schedule the principal may see: clients their own; DELETED ones are gone."""
+    principal.require_role(Role.CLIENT)
+    query = db.select(Schedule).where(Schedule.id == schedule_id)
+    if lock:
+        query = query.with_for_update()
+    schedule = db.session.scalars(query).first()
+    if (
+        schedule is None
+        or schedule.status == ScheduleStatus.DELETED
+        or (not principal.is_admin and schedule.client_id != principal.client_id)
+    ):
+        raise NotFound(f"schedule {schedule_id!r} not found")
+    return schedule
+
+
+def create_schedule(
+    principal: Principal, fields: dict[str, Any], now: datetime | None = None
+) -> Schedule:
+    """A new ACTIVE schedule; its first run is the first due time after now."""
+    now = now or utcnow()
+    fields = dict(fields)
+    client_id = resolve_client_id(principal, fields.pop("client_id", None))
+    check_timing(fields, now)
+    schedule = Schedule(
+        id=new_id("sched"),
+        client_id=client_id,
+        timezone=fields.pop("timezone", None) or "UTC",
+        status=ScheduleStatus.ACTIVE,
+        created_by=principal.actor,
+        created_at=now,
+        updated_at=now,
+        **{k: v for k, v in fields.items() if k in EDITABLE_FIELDS},
+    )
+    if schedule.interval_seconds:
+        schedule.anchor_at = now
+    schedule.next_run_at = first_run(schedule, now)
+    db.session.add(schedule)
+    db.session.commit()
+    return schedule
+
+
+def first_run(schedule: Schedule, now: datetime) -> datetime | None:
+    """From ``now`` on (creation, resume, edit): the next due time; none missed is owed."""
+    if schedule.kind == "once":
+        return as_utc(schedule.run_at)
+    return next_due(schedule, now)
+
+
+def update_schedule(
+    principal: Principal, schedule_id: str, fields: dict[str, Any], now: datetime | None = None
+) -> Schedule:
+    """Change fields (PUT: the given ones); a new timing takes effect from now."""
+    now = now or utcnow()
+    schedule = visible_schedule(principal, schedule_id, lock=True)
+    status = fields.pop("status", None)
+    changes = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS}
+    required = [k for k, v in changes.items() if v is None and k not in NULLABLE_FIELDS]
+    if required:
+        raise InvalidInput(
+            f"{', '.join(required)} cannot be null",
+            [{"field": k, "message": "cannot be null"} for k in required],
+        )
+    timing = {k for k in TIMING_FIELDS if k in changes}
+    if timing:
+        merged = {f: getattr(schedule, f) for f in TIMING_FIELDS}
+        kinds = ("cron_expression", "interval_seconds", "run_at")
+        if any(changes.get(f) for f in kinds):
+            # The kind given replaces the schedule's kind: the other two are cleared.
+            merged |= {f: changes.get(f) for f in kinds}
+        else:
+            # Only nulls: clearing the schedule's own kind leaves it none, which is refused.
+            merged |= {f: changes[f] for f in kinds if f in changes}
+        if "timezone" in changes:
+            merged["timezone"] = changes["timezone"] or "UTC"
+        check_timing(merged, now)
+        changes |= merged
+    for key, value in changes.items():
+        setattr(schedule, key, value)
+    if timing:
+        if schedule.interval_seconds:
+            schedule.anchor_at = now
+        if schedule.status in (ScheduleStatus.COMPLETED, ScheduleStatus.FAILED):
+            schedule.status = ScheduleStatus.ACTIVE
+            schedule.last_error = None
+        schedule.next_run_at = first_run(schedule, now)
+    if status is not None and status != schedule.status:
+        set_paused(schedule, status == ScheduleStatus.PAUSED, now)
+    schedule.updated_at = now
+    db.session.commit()
+    return schedule
+
+
+def set_paused(schedule: Schedule, paused: bool, now: datetime) -> None:
+    """Pause an ACTIVE schedule or resume a PAUSED one (runs due meanwhile are not owed)."""
+    wanted = ScheduleStatus.PAUSED if paused else ScheduleStatus.ACTIVE
+    if schedule.status == wanted:
+        return
+    if schedule.status not in (ScheduleStatus.ACTIVE, ScheduleStatus.PAUSED):
+        raise Conflict(
+            f"schedule {schedule.id} is {schedule.status}; only ACTIVE and PAUSED schedules "
+            "can be paused or resumed"
+        )
+    schedule.status = wanted
+    if not paused:
+        schedule.next_run_at = first_run(schedule, now)
+        if schedule.next_run_at is None:
+            schedule.status = ScheduleStatus.COMPLETED
+
+
+def pause_schedule(
+    principal: Principal, schedule_id: str, paused: bool, now: datetime | None = None
+) -> Schedule:
+    """Pause or resume; takes effect on the next tick."""
+    now = now or utcnow()
+    schedule = visible_schedule(principal, schedule_id, lock=True)
+    set_paused(schedule, paused, now)
+    schedule.updated_at = now
+    db.session.commit()
+    return schedule
+
+
+def delete_schedule(
+    principal: Principal, schedule_id: str, now: datetime | None = None
+) -> Schedule:
+    """Mark DELETED: it never fires again; its executions and tasks stay."""
+    now = now or utcnow()
+    schedule = visible_schedule(principal, schedule_id, lock=True)
+    schedule.status = ScheduleStatus.DELETED
+    schedule.next_run_at = None
+    schedule.deleted_at = now
+    schedule.updated_at = now
+    db.session.commit()
+    return schedule
+
+
+def run_now(
+    principal: Principal, schedule_id: str, now: datetime | None = None
+) -> tuple[ScheduleExecution, Task]:
+    """Fire one extra run at once (whatever the status and overlap); next_run_at stays."""
+    now = now or utcnow()
+    schedule = visible_schedule(principal, schedule_id, lock=True)
+    try:
+        task = start_run(schedule, now, ExecutionTrigger.RUN_NOW, now)
+    except IntegrityError:
+        # An execution is already recorded for this very instant (the unique due time).
+        db.session.rollback()
+        raise Conflict(
+            f"schedule {schedule_id} already has a run at {now.isoformat()}; try again"
+        ) from None
+    assert task is not None
+    schedule.last_run_at = now
+    schedule.updated_at = now
+    db.session.commit()
+    wakeups.notify([task.capability_required])
+    execution = db.session.scalars(
+        db.select(ScheduleExecution).where(ScheduleExecution.task_id == task.id)
+    ).one()
+    return execution, task
+
+
+# ---------------------------------------------------------------------------------------
+# Reads
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    total: int = 0
+    failed: int = 0
+
+
+def run_counts(schedule_ids: Sequence[str]) -> dict[str, RunCounts]:
+    """Runs that made a task, and how many of those failed, per schedule (always current)."""
+    if not schedule_ids:
+        return {}
+    failed = case((Task.status.in_(ExecutionStatus.FAILED_TASK), 1), else_=0)
+    rows = db.session.execute(
+        db.select(ScheduleExecution.schedule_id, func.count(Task.id), func.sum(failed))
+        .join(Task, Task.id == ScheduleExecution.task_id)
+        .where(ScheduleExecution.schedule_id.in_(schedule_ids))
+        .group_by(ScheduleExecution.schedule_id)
+    )
+    return {sid: RunCounts(int(total), int(bad or 0)) for sid, total, bad in rows}
+
+
+def schedule_dict(schedule: Schedule, counts: RunCounts | None = None) -> dict[str, Any]:
+    """The API shape of a schedule, with its run counts."""
+    counts = counts or run_counts([schedule.id]).get(schedule.id) or RunCounts()
+    data = schedule.to_dict(total_runs=counts.total, failed_runs=counts.failed)
+    if schedule.cron_expression:
+        data["schedule_description"] = describe(parse_cron(schedule.cron_expression))
+    elif schedule.interval_seconds:
+        data["schedule_description"] = f"every {schedule.interval_seconds} s"
+    else:
+        data["schedule_description"] = "once"
+    data["next_run_local"] = local_iso(schedule.next_run_at, schedule.timezone)
+    return data
+
+
+def local_iso(when: datetime | None, zone: str) -> str | None:
+    """``when`` in the schedule's zone, ISO 8601 with that offset."""
+    if when is None:
+        return None
+    return as_utc(when).astimezone(load_zone(zone)).isoformat()  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class SchedulePage:
+    schedules: list[tuple[Schedule, RunCounts]]
+    total: int
+
+
+def list_schedules(
+    principal: Principal,
+    *,
+    client_id: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> SchedulePage:
+    """Schedules the principal may see, newest first, with their run counts."""
+    principal.require_role(Role.CLIENT)
+    query = db.select(Schedule).where(Schedule.status != ScheduleStatus.DELETED)
+    if not principal.is_admin:
+        query = query.where(Schedule.client_id == principal.client_id)
+    if client_id:
+        query = query.where(Schedule.client_id == client_id)
+    if status:
+        query = query.where(Schedule.status == status)
+    total = db.session.scalar(db.select(func.count()).select_from(query.subquery())) or 0
+    found = list(
+        db.session.scalars(
+            query.order_by(Schedule.created_at.desc(), Schedule.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+    counts = run_counts([s.id for s in found])
+    return SchedulePage([(s, counts.get(s.id, RunCounts())) for s in found], total)
+
+
+@dataclass(frozen=True)
+class ExecutionPage:
+    executions: list[tuple[ScheduleExecution, Task | None]]
+    total: int
+
+
+def list_executions(
+    principal: Principal, schedule_id: str, *, limit: int = 20, offset: int = 0
+) -> ExecutionPage:
+    """A schedule's executions, newest first, each with its task."""
+    visible_schedule(principal, schedule_id)
+    base = db.select(ScheduleExecution).where(ScheduleExecution.schedule_id == schedule_id)
+    total = db.session.scalar(db.select(func.count()).select_from(base.subquery())) or 0
+    rows = db.session.execute(
+        db.select(ScheduleExecution, Task)
+        .outerjoin(Task, Task.id == ScheduleExecution.task_id)
+        .where(ScheduleExecution.schedule_id == schedule_id)
+        .order_by(ScheduleExecution.fired_at.desc(), ScheduleExecution.scheduled_for.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return ExecutionPage([(e, t) for e, t in rows], total)
+
+
+def preview(
+    *,
+    cron_expression: str | None = None,
+    interval_seconds: int | None = None,
+    timezone: str = "UTC",
+    count: int = 10,
+    start_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Validate an expression and zone and list its next runs, each with the zone's offset.
+
+    Raises InvalidInput naming the field and the reason.
+    """
+    start = as_utc(start_at) or utcnow()
+    if cron_expression and interval_seconds:
+        raise InvalidInput(
+            "give cron_expression or interval_seconds, not both",
+            [
+                {"field": f, "message": "only one of these"}
+                for f in ("cron_expression", "interval_seconds")
+            ],
+        )
+    try:
+        zone = load_zone(timezone)
+        if cron_expression:
+            expression = parse_cron(cron_expression)
+            runs = next_runs(expression, zone, start, count)
+            text = describe(expression)
+        elif interval_seconds:
+            step = timedelta(seconds=interval_seconds)
+            runs = [start + step * (k + 1) for k in range(count)]
+            text = f"every {interval_seconds} s"
+        else:
+            raise invalid("cron_expression", "give cron_expression or interval_seconds")
+    except CronError as exc:
+        raise invalid(exc.field, str(exc)) from exc
+    return {
+        "valid": True,
+        "error": None,
+        "description": text,
+        "timezone": timezone,
+        "next_runs": [r.astimezone(zone).isoformat() for r in runs],
+        "next_runs_utc": [r.astimezone(UTC).isoformat() for r in runs],
+    }
