@@ -5,4 +5,13 @@ from flask import Blueprint
 bp = Blueprint("ui", __name__)
 
 # Routes, error pages and template filters register on bp when their modules load.
-from app.ui import agents, auth, dashboard, dead_letter, errors, formatting, tasks  # noqa: E402,F401
+from app.ui import (  # noqa: E402,F401
+    agents,
+    auth,
+    dashboard,
+    dead_letter,
+    errors,
+    formatting,
+    schedules,
+    tasks,
+)
