@@ -52,6 +52,8 @@ class Clock(Scheduler):
             self.periodic[FIRE_JOB_ID] = FIRE_FUNC
 
     def ensure_periodic_jobs(self) -> None:
+        if FIRE_JOB_ID not in self.periodic and FIRE_JOB_ID in self:
+            self.cancel(FIRE_JOB_ID)  # left by a clock in tick mode; this one fires itself
         for job_id, func in self.periodic.items():
             if job_id not in self:
                 self.schedule(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -161,6 +161,14 @@ class ScheduleExecution(db.Model):
     __table_args__ = (
         UniqueConstraint("schedule_id", "scheduled_for", name="uq_schedule_executions_due"),
         Index("ix_schedule_executions_schedule_fired", "schedule_id", "fired_at"),
+        # The overlap check: a schedule's latest run that made a task, past any skipped ones.
+        Index(
+            "ix_schedule_executions_schedule_ran",
+            "schedule_id",
+            "fired_at",
+            postgresql_where=text("task_id IS NOT NULL"),
+            sqlite_where=text("task_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

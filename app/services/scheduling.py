@@ -9,7 +9,7 @@ transaction. Any number of clock processes may call ``fire_due``.
 
 from __future__ import annotations
 
-from collections import deque
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +40,11 @@ from app.services.principal import Principal, schedule_runner
 from app.services.settings import settings
 from app.services.wakeups import wakeups
 
+log = logging.getLogger(__name__)
+
+# How far ahead a one-time run or a preview may be: beyond, zone math overflows year 9999.
+MAX_AHEAD = timedelta(days=36525)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # fire_all catches up on at most this many missed runs (the latest ones).
 FIRE_ALL_LIMIT = 100
 # Due times looked at in one pass for one schedule, so a every-second cron after a long
@@ -95,20 +100,34 @@ def due_times(
     schedule: Schedule, first: datetime, until: datetime, keep: int | None = None
 ) -> list[datetime]:
     """Due times from ``first`` (itself due) up to ``until`` inclusive; the last ``keep``."""
-    found: deque[datetime] = deque(maxlen=keep)
     if schedule.interval_seconds and not schedule.cron_expression:
         step = timedelta(seconds=schedule.interval_seconds)
         count = (until - first) // step + 1
         skip = max(0, count - keep) if keep is not None else 0
-        found.extend(first + step * k for k in range(skip, count))
-        return list(found)
-    when: datetime | None = first
-    for _ in range(MAX_SCAN):
-        if when is None or when > until:
-            break
+        return [first + step * k for k in range(skip, count)]
+    if keep is None or schedule.kind == "once":
+        return scan(schedule, first, until)
+    # The latest ``keep``: scan a window that ends at ``until`` and doubles back towards
+    # ``first`` until it holds enough, so a long outage does not walk every missed time.
+    assert schedule.cron_expression
+    width = parse_cron(schedule.cron_expression).resolution * keep
+    while True:
+        start = max(first, until - width)
+        begin = first if start == first else next_due(schedule, start - timedelta(microseconds=1))
+        found = scan(schedule, begin, until)
+        if len(found) >= keep or start == first:
+            return found[-keep:]
+        width *= 2
+
+
+def scan(schedule: Schedule, start: datetime | None, until: datetime) -> list[datetime]:
+    """Due times from ``start`` (itself due) up to ``until``, at most MAX_SCAN of them."""
+    found: list[datetime] = []
+    when = start
+    while when is not None and when <= until and len(found) < MAX_SCAN:
         found.append(when)
         when = next_due(schedule, when)
-    return list(found)
+    return found
 
 
 @dataclass(frozen=True)
@@ -128,7 +147,8 @@ def plan_runs(schedule: Schedule, now: datetime) -> list[Run]:
     assert first is not None
     grace = timedelta(seconds=settings.schedule_misfire_grace_seconds)
     if now - first <= grace:
-        return [Run(t, ExecutionTrigger.SCHEDULE) for t in due_times(schedule, first, now)]
+        on_time = due_times(schedule, first, now, keep=FIRE_ALL_LIMIT)
+        return [Run(t, ExecutionTrigger.SCHEDULE) for t in on_time]
     policy = schedule.misfire_policy
     if policy == MisfirePolicy.FIRE_ONCE:
         latest = due_times(schedule, first, now, keep=1)
@@ -143,7 +163,10 @@ def plan_runs(schedule: Schedule, now: datetime) -> list[Run]:
     on_time = next_due(schedule, now - grace - timedelta(microseconds=1))
     if on_time is None or on_time > now:
         return []
-    return [Run(t, ExecutionTrigger.SCHEDULE) for t in due_times(schedule, on_time, now)]
+    return [
+        Run(t, ExecutionTrigger.SCHEDULE)
+        for t in due_times(schedule, on_time, now, keep=FIRE_ALL_LIMIT)
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,6 +206,12 @@ def fire_due(now: datetime | None = None, limit: int = 500) -> FireResult:
             db.session.rollback()
             mark_failed(schedule_id, f"could not fire: {exc}", now)
             continue
+        except Exception:
+            # Anything else (a dropped connection, a bug) may pass: retry it next pass, but
+            # do not let the oldest due schedule hold up every one due after it.
+            db.session.rollback()
+            log.exception("firing schedule %s failed; it will be retried", schedule_id)
+            continue
         result.schedules += 1 if fired or skipped else 0
         result.fired += fired
         result.skipped += skipped
@@ -190,9 +219,15 @@ def fire_due(now: datetime | None = None, limit: int = 500) -> FireResult:
 
 
 def mark_failed(schedule_id: str, error: str, now: datetime) -> None:
-    """Stop a schedule that cannot fire, keeping the reason."""
-    schedule = db.session.get(Schedule, schedule_id)
-    if schedule is not None:
+    """Stop a schedule that cannot fire, keeping the reason (unless it changed meanwhile)."""
+    schedule = db.session.scalars(
+        db.select(Schedule)
+        .where(Schedule.id == schedule_id, Schedule.status == ScheduleStatus.ACTIVE)
+        .with_for_update()
+    ).first()
+    if schedule is None:  # deleted, paused or edited since: not ours to fail
+        db.session.rollback()
+    else:
         schedule.status = ScheduleStatus.FAILED
         schedule.last_error = error
         schedule.next_run_at = None
@@ -238,6 +273,7 @@ def fire_schedule(schedule_id: str, now: datetime) -> tuple[int, int]:
     except IntegrityError:
         # Another clock inserted one of these executions first: it fired them, not us.
         db.session.rollback()
+        log.warning("schedule %s: an execution clashed; another clock fired it", schedule_id)
         return 0, 0
     wakeups.notify({t.capability_required for t in tasks})
     return fired, skipped
@@ -290,8 +326,11 @@ def unfinished_run(schedule_id: str) -> Task | None:
     task = db.session.scalars(
         db.select(Task)
         .join(ScheduleExecution, ScheduleExecution.task_id == Task.id)
-        .where(ScheduleExecution.schedule_id == schedule_id)
-        .order_by(ScheduleExecution.fired_at.desc(), ScheduleExecution.scheduled_for.desc())
+        .where(
+            ScheduleExecution.schedule_id == schedule_id,
+            ScheduleExecution.task_id.is_not(None),  # lets the partial index skip SKIPPED rows
+        )
+        .order_by(ScheduleExecution.fired_at.desc())
         .limit(1)
     ).first()
     return task if task is not None and task.status not in TaskStatus.TERMINAL else None
@@ -333,6 +372,16 @@ def next_fire_at() -> datetime | None:
 # ---------------------------------------------------------------------------------------
 
 
+def utc_or_invalid(value: datetime, field: str) -> datetime:
+    """``value`` in UTC; a time whose offset takes it past year 1 or 9999 is refused."""
+    try:
+        converted = as_utc(value)
+    except OverflowError:
+        raise invalid(field, f"{value.isoformat()} is out of range") from None
+    assert converted is not None
+    return converted
+
+
 def check_timing(fields: dict[str, Any], now: datetime) -> None:
     """Exactly one of cron_expression / interval_seconds / run_at, each valid."""
     given = [f for f in ("cron_expression", "interval_seconds", "run_at") if fields.get(f)]
@@ -354,9 +403,11 @@ def check_timing(fields: dict[str, Any], now: datetime) -> None:
         raise invalid(exc.field, str(exc)) from exc
     run_at = fields.get("run_at")
     if run_at is not None:
-        run_at = as_utc(run_at)
+        run_at = utc_or_invalid(run_at, "run_at")
         if run_at <= now:
             raise invalid("run_at", f"{run_at.isoformat()} is in the past")
+        if run_at > now + MAX_AHEAD:
+            raise invalid("run_at", f"{run_at.isoformat()} is more than 100 years ahead")
         fields["run_at"] = run_at
 
 
@@ -423,6 +474,9 @@ def update_schedule(
             f"{', '.join(required)} cannot be null",
             [{"field": k, "message": "cannot be null"} for k in required],
         )
+    # A timing sent back unchanged (a form resubmitted) must not re-anchor or skip a run.
+    for key in [k for k in TIMING_FIELDS if k in changes and same_timing(schedule, k, changes[k])]:
+        del changes[key]
     timing = {k for k in TIMING_FIELDS if k in changes}
     if timing:
         merged = {f: getattr(schedule, f) for f in TIMING_FIELDS}
@@ -440,7 +494,7 @@ def update_schedule(
     for key, value in changes.items():
         setattr(schedule, key, value)
     if timing:
-        if schedule.interval_seconds:
+        if schedule.interval_seconds and "interval_seconds" in timing:
             schedule.anchor_at = now
         if schedule.status in (ScheduleStatus.COMPLETED, ScheduleStatus.FAILED):
             schedule.status = ScheduleStatus.ACTIVE
@@ -453,6 +507,20 @@ def update_schedule(
     return schedule
 
 
+def same_timing(schedule: Schedule, key: str, value: Any) -> bool:
+    """Whether a timing field's new value is the one the schedule has."""
+    if key == "cron_expression" and value:
+        try:
+            value = parse_cron(value).text
+        except CronError:
+            return False  # check_timing reports it
+    elif key == "run_at" and value is not None:
+        value = as_utc(value)
+    elif key == "timezone":
+        value = value or "UTC"
+    return bool(value == getattr(schedule, key))
+
+
 def set_paused(schedule: Schedule, paused: bool, now: datetime) -> None:
     """Pause an ACTIVE schedule or resume a PAUSED one (runs due meanwhile are not owed)."""
     wanted = ScheduleStatus.PAUSED if paused else ScheduleStatus.ACTIVE
@@ -462,6 +530,11 @@ def set_paused(schedule: Schedule, paused: bool, now: datetime) -> None:
         raise Conflict(
             f"schedule {schedule.id} is {schedule.status}; only ACTIVE and PAUSED schedules "
             "can be paused or resumed"
+        )
+    if not paused and schedule.kind == "once" and as_utc(schedule.run_at) <= now:  # type: ignore[operator]
+        raise Conflict(
+            f"schedule {schedule.id}'s run_at passed while it was paused; "
+            "set a new run_at to run it"
         )
     schedule.status = wanted
     if not paused:
@@ -551,7 +624,10 @@ def schedule_dict(schedule: Schedule, counts: RunCounts | None = None) -> dict[s
     counts = counts or run_counts([schedule.id]).get(schedule.id) or RunCounts()
     data = schedule.to_dict(total_runs=counts.total, failed_runs=counts.failed)
     if schedule.cron_expression:
-        data["schedule_description"] = describe(parse_cron(schedule.cron_expression))
+        try:
+            data["schedule_description"] = describe(parse_cron(schedule.cron_expression))
+        except CronError:  # stored before a stricter parser: the schedule is FAILED
+            data["schedule_description"] = f"cron: {schedule.cron_expression} (invalid)"
     elif schedule.interval_seconds:
         data["schedule_description"] = f"every {schedule.interval_seconds} s"
     else:
@@ -564,7 +640,10 @@ def local_iso(when: datetime | None, zone: str) -> str | None:
     """``when`` in the schedule's zone, ISO 8601 with that offset."""
     if when is None:
         return None
-    return as_utc(when).astimezone(load_zone(zone)).isoformat()  # type: ignore[union-attr]
+    try:
+        return as_utc(when).astimezone(load_zone(zone)).isoformat()  # type: ignore[union-attr]
+    except (CronError, OverflowError):  # a stored zone this machine's tzdata lacks
+        return None
 
 
 @dataclass(frozen=True)
@@ -638,7 +717,10 @@ def preview(
 
     Raises InvalidInput naming the field and the reason.
     """
-    start = as_utc(start_at) or utcnow()
+    now = utcnow()
+    start = utc_or_invalid(start_at, "start_at") if start_at is not None else now
+    if not EPOCH <= start <= now + MAX_AHEAD:
+        raise invalid("start_at", "must be between 1970 and 100 years from now")
     if cron_expression and interval_seconds:
         raise InvalidInput(
             "give cron_expression or interval_seconds, not both",

@@ -94,10 +94,18 @@ def upgrade():
         batch_op.create_index(
             batch_op.f("ix_schedule_executions_task_id"), ["task_id"], unique=False
         )
+        batch_op.create_index(
+            "ix_schedule_executions_schedule_ran",
+            ["schedule_id", "fired_at"],
+            unique=False,
+            postgresql_where=sa.text("task_id IS NOT NULL"),
+            sqlite_where=sa.text("task_id IS NOT NULL"),
+        )
 
 
 def downgrade():
     with op.batch_alter_table("schedule_executions", schema=None) as batch_op:
+        batch_op.drop_index("ix_schedule_executions_schedule_ran")
         batch_op.drop_index(batch_op.f("ix_schedule_executions_task_id"))
         batch_op.drop_index("ix_schedule_executions_schedule_fired")
 

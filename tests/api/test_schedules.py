@@ -243,6 +243,8 @@ def test_it_needs_exactly_one_timing(
         ({"run_at": "2026-03-02T09:00:00+00:00"}, "run_at", "in the past"),
         ({"run_at": "2026-03-02T12:00:00"}, "run_at", "timezone"),
         ({"run_at": "tomorrow"}, "run_at", "datetime"),
+        ({"run_at": "9999-12-31T23:00:00Z", "timezone": "Asia/Tokyo"}, "run_at", "100 years"),
+        ({"run_at": "0001-01-01T00:00:00+01:00"}, "run_at", ""),
         ({"cron_expression": ["*", "*"]}, "cron_expression", "string"),
         ({"cron_expression": "* * * * *", "misfire_policy": "sometimes"}, "misfire_policy", ""),
         ({"cron_expression": "* * * * *", "overlap_policy": "queue"}, "overlap_policy", ""),
@@ -966,6 +968,8 @@ def test_validate_an_interval(api: Api, personas: Personas) -> None:
         ({}, "cron_expression", "give cron_expression or interval_seconds"),
         ({"cron_expression": "* * * * *", "interval_seconds": 5}, "interval_seconds", "only one"),
         ({"cron_expression": "* * * * *", "start_at": "2026-01-01T00:00:00"}, "start_at", ""),
+        ({"cron_expression": "* * * * *", "start_at": "0001-01-01T00:00:00Z"}, "start_at", "1970"),
+        ({"interval_seconds": 60, "start_at": "9999-12-30T00:00:00Z"}, "start_at", "100 years"),
         ({"cron_expression": "* * * * *", "extra": 1}, "extra", "Extra inputs"),
     ],
 )
@@ -980,3 +984,20 @@ def test_validate_refuses_bad_input_naming_the_field_and_reason(
     )
     messages = " ".join(d["message"] for d in error["details"] if d["field"] == field)
     assert reason in messages, error
+
+
+def test_a_stored_expression_that_no_longer_parses_does_not_break_reading(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    schedule_id = create(api, personas.client, cron_expression="0 9 * * *")["schedule_id"]
+    with app.app_context():
+        db.session.execute(
+            db.update(Schedule)
+            .where(Schedule.id == schedule_id)
+            .values(cron_expression="61 * * * *")
+        )
+        db.session.commit()
+    listed = api.get(BASE, personas.client)
+    assert listed.status_code == 200, listed.get_json()
+    one = api.get(f"{BASE}/{schedule_id}", personas.client).get_json()
+    assert one["schedule_description"] == "cron: 61 * * * * (invalid)"

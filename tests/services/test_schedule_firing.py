@@ -24,6 +24,7 @@ from app.models import (
 from app.services import scheduling
 from app.services.cancellation import cancel_task
 from app.services.dispatch import claim_tasks
+from app.services.errors import Conflict
 from app.services.reports import complete_task, fail_task
 from app.services.settings import settings
 from tests.services.conftest import Actors
@@ -682,3 +683,90 @@ def test_run_now_leaves_the_next_due_time_alone(actors: Actors) -> None:
     # Its task is unfinished, so under overlap skip the 10:00 run is skipped.
     scheduling.fire_due(now=utc(2026, 3, 2, 10))
     assert [e.task_id is None for e in executions(schedule_id)] == [False, True]
+
+
+# ---------------------------------------------------------------------------------------
+# Long outages, stale edits and failures stay cheap and contained
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["fire_once", "fire_all"])
+def test_a_seconds_cron_after_days_down_catches_up_on_the_latest_due_times(
+    actors: Actors, policy: str
+) -> None:
+    schedule_id = make_schedule(actors, T0, cron_expression="* * * * * *", misfire_policy=policy)
+    now = T0 + timedelta(days=3, milliseconds=500)
+    started = datetime.now(UTC)
+
+    scheduling.fire_due(now=now)
+
+    # Counted back from now, not walked forward through 259,200 missed seconds.
+    assert datetime.now(UTC) - started < timedelta(seconds=5)
+    latest = T0 + timedelta(days=3)
+    expected = (
+        [latest]
+        if policy == "fire_once"
+        else [latest - timedelta(seconds=k) for k in range(99, -1, -1)]
+    )
+    assert due_times_fired(schedule_id) == expected
+    assert fresh(schedule_id).next_run_at == latest + timedelta(seconds=1)
+
+
+def test_a_timing_sent_back_unchanged_keeps_the_anchor_and_the_due_run(actors: Actors) -> None:
+    schedule_id = make_schedule(actors, T0, interval_seconds=3600)
+    later = T0 + timedelta(minutes=59)
+    scheduling.update_schedule(
+        actors.client, schedule_id, {"interval_seconds": 3600, "description": "x"}, now=later
+    )
+    assert fresh(schedule_id).next_run_at == T0 + timedelta(hours=1)
+
+    cron_id = make_schedule(actors, T0, cron_expression="0 10 * * *")
+    # Re-sent 5 s after 10:00, before any clock fired it: the 10:00 run is still owed.
+    scheduling.update_schedule(
+        actors.client,
+        cron_id,
+        {"cron_expression": "0  10 * * *", "timezone": None},
+        now=utc(2026, 3, 2, 10, 0, 5),
+    )
+    assert fresh(cron_id).next_run_at == utc(2026, 3, 2, 10)
+    assert fresh(cron_id).cron_expression == "0 10 * * *"
+
+
+def test_resuming_a_one_time_schedule_whose_time_passed_is_refused(actors: Actors) -> None:
+    schedule_id = make_schedule(actors, T0, run_at=(T0 + MINUTE).isoformat())
+    scheduling.pause_schedule(actors.client, schedule_id, True, now=T0)
+    with pytest.raises(Conflict, match="passed while it was paused"):
+        scheduling.pause_schedule(actors.client, schedule_id, False, now=T0 + 2 * MINUTE)
+    assert fresh(schedule_id).status == ScheduleStatus.PAUSED
+    assert task_count() == 0
+
+
+def test_an_unexpected_error_on_one_schedule_does_not_hold_up_the_others(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = make_schedule(actors, T0 - MINUTE, cron_expression="* * * * *")
+    healthy = make_schedule(actors, T0, cron_expression="* * * * *")
+    real = scheduling.plan_runs
+
+    def flaky(schedule: Schedule, now: datetime) -> list[scheduling.Run]:
+        if schedule.id == broken:
+            raise RuntimeError("connection reset (injected)")
+        return real(schedule, now)
+
+    monkeypatch.setattr(scheduling, "plan_runs", flaky)
+    scheduling.fire_due(now=T0 + MINUTE)
+
+    assert due_times_fired(healthy) == [T0 + MINUTE]
+    # Retried on the next pass, not failed for good.
+    assert fresh(broken).status == ScheduleStatus.ACTIVE
+    assert executions(broken) == []
+    monkeypatch.setattr(scheduling, "plan_runs", real)
+    scheduling.fire_due(now=T0 + MINUTE)
+    assert due_times_fired(broken) == [T0 + MINUTE]
+
+
+def test_a_failing_schedule_deleted_meanwhile_stays_deleted(actors: Actors) -> None:
+    schedule_id = make_schedule(actors, T0, cron_expression="* * * * *")
+    scheduling.delete_schedule(actors.client, schedule_id, now=T0)
+    scheduling.mark_failed(schedule_id, "could not fire: injected", T0 + MINUTE)
+    assert fresh(schedule_id).status == ScheduleStatus.DELETED
