@@ -235,7 +235,7 @@ def exercise_schedules(api: RecordingApi, personas: Personas) -> None:
             "task_type": "r",
             "capability_required": "report-v1",
             "client_id": "client-1",
-            "run_at": "2999-01-01T00:00:00+01:00",
+            "run_at": "2099-01-01T00:00:00+01:00",
         },
     ).get_json()["schedule_id"]
     api.get(SCHEDULES, personas.client, query_string={"status": "ACTIVE", "limit": 1})
