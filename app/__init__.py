@@ -45,6 +45,7 @@ def create_app(config_class: type = Config) -> Flask:
     from app.api.errors import register_error_handlers
     from app.cli import register_cli
     from app.models.base import configure_sqlite
+    from app.services import workflows  # noqa: F401  (reactions to finished tasks)
     from app.ui import bp as ui_bp
 
     with app.app_context():

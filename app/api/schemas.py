@@ -274,6 +274,12 @@ class TaskOut(Out):
     cancelled_at: datetime | None
     cancelled_by: str | None
     cancellation_reason: str | None
+    pending_dependencies: int = Field(description="dependencies not yet COMPLETED (BLOCKED)")
+    on_dependency_failure: Literal["cancel", "run"]
+    template_id: str | None
+    template_version: int | None
+    chain_id: str | None
+    chain_step: int | None
 
 
 class TaskAttemptOut(Out):

@@ -13,15 +13,19 @@ from app.models.schedule import (
     ScheduleStatus,
 )
 from app.models.task import (
+    FINISHED_TASKS,
     RETRY_POLICIES,
     AttemptOutcome,
     Task,
     TaskAttempt,
+    TaskDependency,
     TaskEvent,
     TaskStatus,
 )
+from app.models.workflow import ChainStatus, TaskChain, TaskTemplate
 
 __all__ = [
+    "FINISHED_TASKS",
     "HEALTH_TO_STATUS",
     "RETRY_POLICIES",
     "Agent",
@@ -29,6 +33,7 @@ __all__ = [
     "ApiKey",
     "AttemptOutcome",
     "Capability",
+    "ChainStatus",
     "ExecutionStatus",
     "ExecutionTrigger",
     "MisfirePolicy",
@@ -40,7 +45,10 @@ __all__ = [
     "ScheduleStatus",
     "Task",
     "TaskAttempt",
+    "TaskChain",
+    "TaskDependency",
     "TaskEvent",
     "TaskStatus",
+    "TaskTemplate",
     "User",
 ]

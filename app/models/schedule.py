@@ -94,6 +94,8 @@ class Schedule(db.Model):
     timeout_seconds: Mapped[int] = mapped_column(Integer, default=300)
     retry_on_timeout: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_in_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Runs are made from this template (its defaults under the fields above), if set.
+    template_id: Mapped[str | None] = mapped_column(String(40))
     misfire_policy: Mapped[str] = mapped_column(String(20), default=MisfirePolicy.FIRE_ONCE)
     overlap_policy: Mapped[str] = mapped_column(String(20), default=OverlapPolicy.ALLOW)
     status: Mapped[str] = mapped_column(String(16), default=ScheduleStatus.ACTIVE)

@@ -53,6 +53,8 @@ class AttemptOutcome:
 
 
 RETRY_POLICIES = ("exponential", "linear", "fixed")
+# Session.info key: tasks that reached a terminal status in the open transaction.
+FINISHED_TASKS = "ains_finished_tasks"
 
 
 class Task(db.Model):
@@ -114,6 +116,14 @@ class Task(db.Model):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_by: Mapped[str | None] = mapped_column(String(100))
     cancellation_reason: Mapped[str | None] = mapped_column(Text)
+    # Workflows: dependencies not yet COMPLETED (the task is BLOCKED while above zero),
+    # what happens when one fails, and where the task came from.
+    pending_dependencies: Mapped[int] = mapped_column(Integer, default=0)
+    on_dependency_failure: Mapped[str] = mapped_column(String(8), default="cancel")
+    template_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    template_version: Mapped[int | None] = mapped_column(Integer)
+    chain_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    chain_step: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def is_terminal(self) -> bool:
@@ -141,6 +151,9 @@ class Task(db.Model):
         self.status = to_status
         self.updated_at = now
         db.session.add(event)
+        if to_status in TaskStatus.TERMINAL:
+            # Dependents and chains react before this transaction commits (services/workflows).
+            db.session.info.setdefault(FINISHED_TASKS, []).append(self)
         return event
 
     def to_dict(
@@ -182,6 +195,12 @@ class Task(db.Model):
             "cancelled_at": isoformat(self.cancelled_at),
             "cancelled_by": self.cancelled_by,
             "cancellation_reason": self.cancellation_reason,
+            "pending_dependencies": self.pending_dependencies or 0,
+            "on_dependency_failure": self.on_dependency_failure or "cancel",
+            "template_id": self.template_id,
+            "template_version": self.template_version,
+            "chain_id": self.chain_id,
+            "chain_step": self.chain_step,
         }
         if events is not None:
             data["events"] = [e.to_dict() for e in events]
@@ -247,3 +266,20 @@ class TaskAttempt(db.Model):
             "error": self.error,
             "ended_by": self.ended_by,
         }
+
+
+class TaskDependency(db.Model):
+    """An edge of the task graph: ``task_id`` waits for ``depends_on_id`` to complete."""
+
+    __tablename__ = "task_dependencies"
+    __table_args__ = (
+        # Dependents of a task that just finished: the event-driven unblock and cascade.
+        Index("ix_task_dependencies_depends_on", "depends_on_id", "task_id"),
+    )
+
+    task_id: Mapped[str] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    depends_on_id: Mapped[str] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
