@@ -38,7 +38,9 @@ CLIENTS = ("client",)
     roles=CLIENTS,
 )
 def create_schedule(principal: Principal, body: ScheduleCreate) -> tuple[dict[str, Any], int]:
-    schedule = scheduling.create_schedule(principal, body.model_dump(exclude_none=True))
+    # Only the fields sent: the service fills in the rest (from the template, if one is named).
+    fields = body.model_dump(exclude_none=True, exclude_unset=True)
+    schedule = scheduling.create_schedule(principal, fields)
     return scheduling.schedule_dict(schedule), 201
 
 

@@ -15,6 +15,7 @@ TaskStatusName = Literal[
     "PENDING", "ASSIGNED", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED", "EXPIRED"
 ]
 RoutingStrategy = Literal["round_robin", "least_loaded", "trust_weighted", "fastest_response"]
+DependencyName = Annotated[str, Field(min_length=1, max_length=40)]
 
 
 class Body(BaseModel):
@@ -87,6 +88,18 @@ class TaskSubmit(Body):
         None, ge=1, le=30 * 86400, description="not claimed by then: the task ends EXPIRED"
     )
     routing_strategy: RoutingStrategy | None = None
+    depends_on: list[DependencyName] = Field(
+        default_factory=list,
+        max_length=100,
+        description='task ids (in a batch also "@<index>" of another item) to wait for: '
+        "the task is BLOCKED until they all COMPLETE; input_data may then take their "
+        'results with {"$from": "<id or @index>", "path": "a.b.0"}',
+    )
+    on_dependency_failure: Literal["cancel", "run"] = Field(
+        "cancel",
+        description="a dependency ending FAILED, CANCELLED or EXPIRED cancels this task, or "
+        "(run) counts as done, its $from references reading null",
+    )
 
 
 class BatchSubmit(Body):
@@ -295,6 +308,9 @@ class TaskAttemptOut(Out):
 class TaskDetail(TaskOut):
     events: list[TaskEventOut]
     attempts: list[TaskAttemptOut]
+    depends_on: list[str] = Field(
+        default_factory=list, description="the tasks this one depends on, oldest first"
+    )
 
 
 class BulkOut(Out):
@@ -365,6 +381,39 @@ class HealthOut(Out):
 
 
 # ---------------------------------------------------------------------------------------
+# Dependencies
+# ---------------------------------------------------------------------------------------
+
+
+class DependentsQuery(Query):
+    limit: int = Field(1000, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+class DependencyOut(Out):
+    task_id: str
+    status: TaskStatusName
+    blocking: bool = Field(
+        description="true while this edge keeps the dependent BLOCKED: the dependency has "
+        "not COMPLETED (nor, with on_dependency_failure run, ended otherwise)"
+    )
+
+
+class DependenciesOut(Out):
+    task_id: str
+    pending_dependencies: int
+    dependencies: list[DependencyOut] = Field(description="oldest first (at most 100)")
+
+
+class DependentsOut(Out):
+    task_id: str
+    dependents: list[DependencyOut] = Field(description="oldest first, a page at a time")
+    total: int
+    limit: int
+    offset: int
+
+
+# ---------------------------------------------------------------------------------------
 # Schedules
 # ---------------------------------------------------------------------------------------
 
@@ -400,8 +449,18 @@ class ScheduleCreate(ScheduleTiming):
         None, description="required for admin keys; a client key's own id by default"
     )
     description: str | None = Field(None, max_length=2000)
-    task_type: Name
-    capability_required: CapabilityName
+    template_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=40,
+        description="runs are made from this template: task_type and capability_required "
+        "come from it, the fields not given from its defaults, and input_data is merged onto "
+        "its default_input_data at each run",
+    )
+    task_type: Name | None = Field(None, description="required without template_id")
+    capability_required: CapabilityName | None = Field(
+        None, description="required without template_id"
+    )
     input_data: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(5, ge=1, le=10)
     max_retries: int = Field(3, ge=0, le=20)
@@ -422,6 +481,9 @@ class ScheduleUpdate(ScheduleTiming):
     """PUT: the fields given replace the schedule's; a new timing counts from now."""
 
     description: str | None = Field(None, max_length=2000)
+    template_id: str | None = Field(
+        None, min_length=1, max_length=40, description="null: runs no longer use a template"
+    )
     task_type: Name | None = None
     capability_required: CapabilityName | None = None
     input_data: dict[str, Any] | None = None
@@ -466,6 +528,7 @@ class ScheduleOut(Out):
     run_at: datetime | None
     timezone: str
     schedule_description: str
+    template_id: str | None = Field(description="with a template, input_data holds overrides")
     task_type: str
     capability_required: str
     input_data: dict[str, Any]
@@ -536,3 +599,222 @@ class ScheduleValidateOut(Out):
     timezone: str
     next_runs: list[str] = Field(description="ISO 8601 in the zone, with its offset")
     next_runs_utc: list[str]
+
+
+# ---------------------------------------------------------------------------------------
+# Chains
+# ---------------------------------------------------------------------------------------
+
+ChainStatusName = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+
+
+class ChainStep(Body):
+    """One step: a task's fields, or a template's with the fields given on top.
+
+    With template_id, a field left out takes the template's default (not the one shown
+    here), input_data is deep-merged onto the template's, and task_type and
+    capability_required come from the template. Templates are read when the chain is
+    created: later edits do not change it.
+    """
+
+    template_id: str | None = Field(
+        None, min_length=1, max_length=40, description="take the defaults from this template"
+    )
+    task_type: Name | None = Field(None, description="required without template_id")
+    capability_required: CapabilityName | None = Field(
+        None, description="required without template_id"
+    )
+    input_data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="steps after the first also get input_data.previous_output: the "
+        "previous step's result_data",
+    )
+    priority: int = Field(5, ge=1, le=10)
+    max_retries: int = Field(3, ge=0, le=20, description="a step fails the chain after these")
+    retry_policy: Literal["exponential", "linear", "fixed"] = "exponential"
+    timeout_seconds: int = Field(300, ge=1, le=3600)
+    retry_on_timeout: bool = False
+    expires_in_seconds: int | None = Field(None, ge=1, le=30 * 86400)
+    routing_strategy: RoutingStrategy | None = None
+
+
+class ChainCreate(Body):
+    name: Name
+    client_id: Name | None = Field(
+        None, description="required for admin keys; a client key's own id by default"
+    )
+    steps: list[ChainStep] = Field(
+        min_length=1, max_length=50, description="run one after another, in this order"
+    )
+
+
+class ChainListQuery(Query):
+    client_id: str | None = Field(None, max_length=200)
+    status: ChainStatusName | None = None
+    limit: int = Field(20, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+class ChainStepOut(Out):
+    task_type: str
+    capability_required: str
+    input_data: dict[str, Any]
+    priority: int
+    max_retries: int
+    retry_policy: str
+    timeout_seconds: int
+    retry_on_timeout: bool
+    expires_in_seconds: int | None
+    routing_strategy: str | None
+    template_id: str | None
+    template_version: int | None
+
+
+class ChainStepResultOut(Out):
+    step: int = Field(description="0-based, as current_step")
+    task_id: str
+    status: TaskStatusName
+    result_data: dict[str, Any] | None
+    error_message: str | None
+
+
+class ChainOut(Out):
+    chain_id: str
+    name: str
+    client_id: str
+    status: ChainStatusName
+    current_step: int = Field(description="0-based; total_steps once COMPLETED")
+    total_steps: int
+    steps: list[ChainStepOut] = Field(
+        description="each step as it runs: the fields given, defaults and template filled in"
+    )
+    step_results: list[ChainStepResultOut] = Field(description="one per finished step")
+    current_task_id: str | None = Field(description="the current step's task")
+    error_message: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None = Field(description="when it COMPLETED, FAILED or was CANCELLED")
+    cancelled_at: datetime | None
+    cancellation_reason: str | None
+
+
+class ChainPageOut(Out):
+    chains: list[ChainOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# ---------------------------------------------------------------------------------------
+# Templates
+# ---------------------------------------------------------------------------------------
+
+RetryPolicyName = Literal["exponential", "linear", "fixed"]
+TemplateId = Annotated[str, Field(min_length=1, max_length=40)]
+JsonSchema = Annotated[
+    dict[str, Any],
+    Field(
+        description="Draft 2020-12 JSON Schema the task input must match; $refs must resolve "
+        "within it (nothing is fetched)"
+    ),
+]
+
+
+class TemplateCreate(Body):
+    client_id: Name | None = Field(
+        None, description="required for admin keys; a client key's own id by default"
+    )
+    name: Name = Field(description="unique among the client's templates")
+    description: str | None = Field(None, max_length=2000)
+    task_type: Name
+    capability_required: CapabilityName
+    default_input_data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="must fit input_schema, except that required properties may be missing",
+    )
+    default_priority: int = Field(5, ge=1, le=10)
+    default_max_retries: int = Field(3, ge=0, le=20)
+    default_retry_policy: RetryPolicyName = "exponential"
+    default_timeout_seconds: int = Field(300, ge=1, le=3600)
+    input_schema: JsonSchema | None = None
+
+
+class TemplateUpdate(Body):
+    """PATCH: the fields given replace the template's; any change bumps its version."""
+
+    name: Name | None = None
+    description: str | None = Field(None, max_length=2000)
+    task_type: Name | None = None
+    capability_required: CapabilityName | None = None
+    default_input_data: dict[str, Any] | None = None
+    default_priority: int | None = Field(None, ge=1, le=10)
+    default_max_retries: int | None = Field(None, ge=0, le=20)
+    default_retry_policy: RetryPolicyName | None = None
+    default_timeout_seconds: int | None = Field(None, ge=1, le=3600)
+    input_schema: JsonSchema | None = Field(None, description="null removes the schema")
+
+
+class TemplateListQuery(Query):
+    client_id: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200, description="part of the name, any case")
+    limit: int = Field(20, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+class FromTemplate(Body):
+    """A task from a template: the fields given override its defaults."""
+
+    template_id: TemplateId
+    client_id: Name | None = Field(
+        None, description="the template's client (the default); admin keys may leave it out"
+    )
+    input_data: dict[str, Any] | None = Field(
+        None,
+        description="deep-merged onto default_input_data (objects merge, lists and other "
+        "values replace), then checked against input_schema: 422 with one detail per "
+        "violation, field input_data/<JSON pointer>",
+    )
+    priority: int | None = Field(None, ge=1, le=10)
+    max_retries: int | None = Field(None, ge=0, le=20)
+    retry_policy: RetryPolicyName | None = None
+    timeout_seconds: int | None = Field(None, ge=1, le=3600)
+    retry_on_timeout: bool | None = None
+    expires_in_seconds: int | None = Field(
+        None, ge=1, le=30 * 86400, description="not claimed by then: the task ends EXPIRED"
+    )
+    routing_strategy: RoutingStrategy | None = None
+
+
+class TemplateOut(Out):
+    template_id: str
+    client_id: str
+    name: str
+    description: str | None
+    task_type: str
+    capability_required: str
+    default_input_data: dict[str, Any]
+    default_priority: int
+    default_max_retries: int
+    default_retry_policy: str
+    default_timeout_seconds: int
+    input_schema: dict[str, Any] | None
+    version: int = Field(description="1 at creation, +1 per change; tasks record theirs")
+    times_used: int = Field(description="tasks made from it")
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplatePageOut(Out):
+    templates: list[TemplateOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TemplateDeletedOut(Out):
+    template_id: str
+    deleted: Literal[True]
+    message: str

@@ -18,6 +18,9 @@ from app.api.schemas import (
     CancelRequest,
     CompleteReport,
     DeadLetterQuery,
+    DependenciesOut,
+    DependentsOut,
+    DependentsQuery,
     FailReport,
     PriorityUpdate,
     ProgressReport,
@@ -29,7 +32,7 @@ from app.api.schemas import (
     TaskSubmit,
 )
 from app.lib.clock import isoformat
-from app.services import cancellation, dead_letter, dispatch, reports, task_search
+from app.services import cancellation, dead_letter, dependencies, dispatch, reports, task_search
 from app.services.errors import InvalidInput
 from app.services.principal import Principal
 
@@ -153,7 +156,33 @@ def list_tasks(principal: Principal, query: TaskListQuery) -> dict[str, Any]:
 )
 def get_task(principal: Principal, task_id: str) -> dict[str, Any]:
     task, events = task_search.task_with_events(principal, task_id)
-    return task.to_dict(events=events, attempts=task_search.task_attempts(task.id))
+    data = task.to_dict(events=events, attempts=task_search.task_attempts(task.id))
+    return {**data, "depends_on": dependencies.dependency_ids(task.id)}
+
+
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>/dependencies",
+    "GET",
+    summary="The tasks this one depends on, and which still block it",
+    tag=TAG,
+    responses={200: DependenciesOut},
+)
+def list_dependencies(principal: Principal, task_id: str) -> dict[str, Any]:
+    return dependencies.list_dependencies(principal, task_id)
+
+
+@endpoint(
+    bp,
+    "/ains/tasks/<task_id>/dependents",
+    "GET",
+    summary="The tasks that depend on this one (limit + offset pages, up to 1000)",
+    tag=TAG,
+    query=DependentsQuery,
+    responses={200: DependentsOut},
+)
+def list_dependents(principal: Principal, task_id: str, query: DependentsQuery) -> dict[str, Any]:
+    return dependencies.list_dependents(principal, task_id, limit=query.limit, offset=query.offset)
 
 
 @endpoint(

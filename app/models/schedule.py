@@ -141,6 +141,7 @@ class Schedule(db.Model):
             "interval_seconds": self.interval_seconds,
             "run_at": isoformat(self.run_at),
             "timezone": self.timezone,
+            "template_id": self.template_id,
             **{k: v for k, v in self.task_fields().items() if k != "client_id"},
             "misfire_policy": self.misfire_policy,
             "overlap_policy": self.overlap_policy,

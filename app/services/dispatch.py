@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,9 @@ from app.services.principal import Principal, require_agent
 from app.services.settings import settings
 from app.services.wakeups import wakeups
 
+if TYPE_CHECKING:
+    from app.services.dependencies import BatchScope
+
 # With aging switched off, a priority level is worth ~4 months of waiting: priority rules.
 NO_AGING_LEVEL_MICROS = 10**13
 
@@ -46,8 +49,18 @@ def queue_key(priority: int, enqueued_at: datetime, aging_seconds_per_level: int
     return epoch_micros(enqueued_at) - priority * level
 
 
+# Submit fields added after release: left out of the fingerprint at their defaults, so a
+# replay of a body first sent before the upgrade still matches it.
+LATER_DEFAULTS: dict[str, Any] = {"depends_on": [], "on_dependency_failure": "cancel"}
+
+
+def fingerprint_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
+
+
 def request_fingerprint(fields: dict[str, Any]) -> str:
     """Stable hash of a submit body, to tell a replay from a reused Idempotency-Key."""
+    fields = fingerprint_fields(fields)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -69,17 +82,28 @@ def resolve_client_id(principal: Principal, client_id: str | None) -> str:
 
 
 def build_task(
-    principal: Principal, fields: dict[str, Any], *, now: datetime, sequence: int = 0
+    principal: Principal,
+    fields: dict[str, Any],
+    *,
+    now: datetime,
+    sequence: int = 0,
+    batch: BatchScope | None = None,
 ) -> Task:
-    """A new PENDING task and its creation event, added to the session."""
+    """A new task (PENDING, or BLOCKED on its dependencies) and its creation event, added
+    to the session; in a batch, ``sequence`` is the item's index."""
+    # Imported here: dependencies registers a workflows reaction, and workflows imports the
+    # reaction modules, which import this one.
+    from app.services import dependencies
+
     client_id = resolve_client_id(principal, fields.get("client_id"))
+    plan = dependencies.plan_dependencies(client_id, fields, batch=batch, index=sequence)
     enqueued_at = now + timedelta(microseconds=sequence)
     task = Task(
         id=new_id("task"),
         client_id=client_id,
         task_type=fields["task_type"],
         capability_required=fields["capability_required"],
-        input_data=fields.get("input_data") or {},
+        input_data=plan.input_data if plan else fields.get("input_data") or {},
         priority=fields["priority"],
         queue_key=queue_key(fields["priority"], enqueued_at, settings.aging_seconds_per_level),
         enqueued_at=enqueued_at,
@@ -94,12 +118,18 @@ def build_task(
             else None
         ),
         routing_strategy=fields.get("routing_strategy"),
+        on_dependency_failure=fields.get("on_dependency_failure") or "cancel",
+        template_id=fields.get("template_id"),
+        template_version=fields.get("template_version"),
         attempt=0,
         created_by=principal.actor,
         created_at=now,
         updated_at=now,
     )
     db.session.add(task)
+    if plan is not None:
+        dependencies.attach(task, plan, actor=principal.actor, now=now)
+        return task
     # status is still unset here, so the creation event reads None → PENDING.
     task.transition(TaskStatus.PENDING, actor=principal.actor, now=now, reason="submitted")
     return task
@@ -125,6 +155,7 @@ def submit_task(
     task = build_task(principal, fields, now=now)
     task.idempotency_key = idempotency_key
     task.request_hash = fingerprint if idempotency_key else None
+    queued = task.status == TaskStatus.PENDING  # not BLOCKED: claimable once committed
     try:
         db.session.commit()
     except IntegrityError:
@@ -135,7 +166,8 @@ def submit_task(
             if existing:
                 return existing[0], False
         raise
-    wakeups.notify([task.capability_required])
+    if queued:
+        wakeups.notify([task.capability_required])
     return task, True
 
 
@@ -199,11 +231,15 @@ def submit_batch(
     validation raised for that item. With ``idempotency_key``, a replay of the same batch
     returns the tasks the first call created.
     """
+    from app.services import dependencies  # see build_task
+
     now = now or utcnow()
     fingerprint = request_fingerprint(
         {
             "atomic": atomic,
-            "items": [i.message if isinstance(i, InvalidInput) else i for i in items],
+            "items": [
+                i.message if isinstance(i, InvalidInput) else fingerprint_fields(i) for i in items
+            ],
         }
     )
     keys = (
@@ -217,30 +253,42 @@ def submit_batch(
             by_key = {t.idempotency_key: t for t in existing}
             outcome.replayed = True
             outcome.submitted = [(i, by_key[k]) for i, k in enumerate(keys) if k in by_key]
-    for index, item in enumerate(items):
-        if outcome.replayed and any(i == index for i, _ in outcome.submitted):
+    # Items are built after the items they depend on ("@index"), so they can name them.
+    order, dependency_errors = dependencies.batch_order(items)
+    scope = dependencies.batch_scope(items)
+    scope.built.update(outcome.submitted)
+    for index in order:
+        item = items[index]
+        if outcome.replayed and index in scope.built:
             continue
-        if isinstance(item, InvalidInput):
-            outcome.failed.append({"index": index, "error": item.message, "details": item.details})
+        if isinstance(item, InvalidInput) or index in dependency_errors:
+            error = item if isinstance(item, InvalidInput) else dependency_errors[index]
+            outcome.failed.append(
+                {"index": index, "error": error.message, "details": error.details}
+            )
             continue
         if outcome.replayed:
             # The first call did not create this item: report why, as it did then.
             try:
-                resolve_client_id(principal, item.get("client_id"))
+                client_id = resolve_client_id(principal, item.get("client_id"))
+                dependencies.plan_dependencies(client_id, item, batch=scope, index=index)
             except (InvalidInput, NotPermitted) as exc:
                 outcome.failed.append(
                     {"index": index, "error": exc.message, "details": exc.details}
                 )
             continue
         try:
-            task = build_task(principal, item, now=now, sequence=index)
+            task = build_task(principal, item, now=now, sequence=index, batch=scope)
         except (InvalidInput, NotPermitted) as exc:
             outcome.failed.append({"index": index, "error": exc.message, "details": exc.details})
             continue
         if idempotency_key:
             task.idempotency_key = keys[index]
             task.request_hash = fingerprint
+        scope.built[index] = task
         outcome.submitted.append((index, task))
+    outcome.submitted.sort(key=lambda pair: pair[0])
+    outcome.failed.sort(key=lambda failure: failure["index"])
     if outcome.replayed:
         db.session.rollback()
         return outcome
@@ -251,6 +299,7 @@ def submit_batch(
             f"{len(outcome.failed)} of {len(items)} tasks are invalid; nothing was created",
             details,
         )
+    queued = [t.capability_required for _, t in outcome.submitted if t.status == TaskStatus.PENDING]
     try:
         db.session.commit()
     except IntegrityError:
@@ -259,7 +308,7 @@ def submit_batch(
         if not idempotency_key:
             raise
         return submit_batch(principal, items, atomic=atomic, idempotency_key=idempotency_key)
-    wakeups.notify([task.capability_required for _, task in outcome.submitted])
+    wakeups.notify(queued)
     return outcome
 
 

@@ -38,6 +38,7 @@ from app.services.dispatch import build_task, resolve_client_id
 from app.services.errors import Conflict, DomainError, InvalidInput, NotFound
 from app.services.principal import Principal, schedule_runner
 from app.services.settings import settings
+from app.services.templates import DEFAULTS, task_fields_from_template, visible_template
 from app.services.wakeups import wakeups
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,11 @@ TASK_FIELDS = (
     "retry_on_timeout",
     "expires_in_seconds",
 )
-NULLABLE_FIELDS = (*TIMING_FIELDS, "description", "expires_in_seconds")
+NULLABLE_FIELDS = (*TIMING_FIELDS, "description", "expires_in_seconds", "template_id")
 EDITABLE_FIELDS = (
     *TIMING_FIELDS,
     *TASK_FIELDS,
+    "template_id",
     "description",
     "misfire_policy",
     "overlap_policy",
@@ -343,9 +345,8 @@ def start_run(
         db.session.add(execution)
         db.session.flush()
         return None
-    task = build_task(
-        schedule_runner(schedule.id), schedule.task_fields(), now=now, sequence=sequence
-    )
+    fields = run_fields(schedule)
+    task = build_task(schedule_runner(schedule.id), fields, now=now, sequence=sequence)
     # The task row first: no relationship tells the unit of work that the execution's
     # foreign key points at it, so one flush may insert them in either order.
     db.session.flush()
@@ -353,6 +354,22 @@ def start_run(
     db.session.add(execution)
     db.session.flush()  # the next run's overlap check must see this one
     return task
+
+
+def run_fields(schedule: Schedule) -> dict[str, Any]:
+    """A run's task fields: the schedule's own, or its template's with the schedule's on top."""
+    fields = schedule.task_fields()
+    if schedule.template_id is None:
+        return fields
+    runner = schedule_runner(schedule.id)
+    try:
+        fields = task_fields_from_template(runner, schedule.template_id, fields)
+    except NotFound:
+        raise Conflict(f"its template {schedule.template_id} was deleted") from None
+    # The copy the schedule shows follows the template.
+    schedule.task_type = fields["task_type"]
+    schedule.capability_required = fields["capability_required"]
+    return fields
 
 
 def unfinished_run(schedule_id: str) -> Task | None:
@@ -447,6 +464,40 @@ def check_timing(fields: dict[str, Any], now: datetime) -> None:
         fields["run_at"] = run_at
 
 
+def take_template(
+    principal: Principal, client_id: str, fields: dict[str, Any], *, new: bool
+) -> None:
+    """Check ``fields["template_id"]`` and take task_type and capability_required from it.
+
+    A new schedule also takes the template's default priority, retries, retry policy and
+    timeout for those not given. Its input_data holds overrides, merged onto the template's
+    defaults at each run.
+    """
+    template = visible_template(principal, fields["template_id"])
+    if template.client_id != client_id:
+        raise invalid(
+            "template_id",
+            f"template {template.id} belongs to client {template.client_id!r}, not {client_id!r}",
+        )
+    for key in ("task_type", "capability_required"):
+        value = getattr(template, key)
+        if fields.get(key) not in (None, value):
+            raise invalid(key, f"comes from template {template.id} ({value!r}); leave it out")
+        fields[key] = value
+    if new:
+        for default, key in DEFAULTS.items():
+            fields.setdefault(key, getattr(template, default))
+
+
+def require_task_fields(fields: dict[str, Any]) -> None:
+    missing = [k for k in ("task_type", "capability_required") if not fields.get(k)]
+    if missing:
+        raise InvalidInput(
+            f"{', '.join(missing)} required (or give template_id)",
+            [{"field": k, "message": "Field required (or give template_id)"} for k in missing],
+        )
+
+
 def visible_schedule(principal: Principal, schedule_id: str, *, lock: bool = False) -> Schedule:
     """A schedule the principal may see: clients their own; DELETED ones are gone."""
     principal.require_role(Role.CLIENT)
@@ -471,6 +522,10 @@ def create_schedule(
     fields = dict(fields)
     client_id = resolve_client_id(principal, fields.pop("client_id", None))
     check_timing(fields, now)
+    if fields.get("template_id"):
+        take_template(principal, client_id, fields, new=True)
+    else:
+        require_task_fields(fields)
     schedule = Schedule(
         id=new_id("sched"),
         client_id=client_id,
@@ -510,6 +565,14 @@ def update_schedule(
             f"{', '.join(required)} cannot be null",
             [{"field": k, "message": "cannot be null"} for k in required],
         )
+    template_id = changes.get("template_id", schedule.template_id)
+    if template_id:
+        for key in ("task_type", "capability_required"):
+            if key in changes and changes[key] == getattr(schedule, key):
+                del changes[key]  # sent back unchanged (a form resubmitted)
+        if {"template_id", "task_type", "capability_required"} & changes.keys():
+            changes["template_id"] = template_id
+            take_template(principal, schedule.client_id, changes, new=False)
     # A timing sent back unchanged (a form resubmitted) must not re-anchor or skip a run.
     for key in [k for k in TIMING_FIELDS if k in changes and same_timing(schedule, k, changes[k])]:
         del changes[key]

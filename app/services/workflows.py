@@ -33,8 +33,12 @@ def reaction(func: Reaction) -> Reaction:
 
 
 def wake_after_commit(session: Session, capabilities: Iterable[str]) -> None:
-    """Wake the claimers of these capabilities once (and only if) the transaction commits."""
-    session.info.setdefault(WAKE_CAPABILITIES, set()).update(capabilities)
+    """Wake the claimers of these capabilities once (and only if) the transaction commits.
+
+    One entry per task, as ``wakeups.notify``: 500 tasks released at once wake up to 500
+    waiting claimers, not one.
+    """
+    session.info.setdefault(WAKE_CAPABILITIES, []).extend(capabilities)
 
 
 def settle(session: Session) -> None:
@@ -61,7 +65,7 @@ def _after_commit(session: Session) -> None:
     if capabilities:
         from app.services.wakeups import wakeups
 
-        wakeups.notify(sorted(capabilities))
+        wakeups.notify(capabilities)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -69,3 +73,7 @@ def _after_rollback(session: Session) -> None:
     # What a rolled-back transaction finished never happened.
     session.info.pop(FINISHED_TASKS, None)
     session.info.pop(WAKE_CAPABILITIES, None)
+
+
+# The modules whose reactions register on import (after REACTIONS exists: they import us).
+from app.services import chains, dependencies  # noqa: E402,F401

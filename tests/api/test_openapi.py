@@ -206,6 +206,9 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
     api.get("/ains/queue/metrics", personas.admin)
     api.get("/health")
     exercise_schedules(api, personas)
+    exercise_chains(api, personas)
+    exercise_templates(api, personas)
+    exercise_dependencies(api, personas)
     # Errors of every documented kind.
     api.get("/ains/tasks")
     api.post("/ains/tasks", personas.fleet, json={})
@@ -417,3 +420,102 @@ def test_it_serialises_schedules_and_executions_in_every_state_as_the_models_say
             seen.add(data["status"])
         assert seen == {"PENDING", "COMPLETED", "FAILED", "SKIPPED"}
         db.session.remove()
+
+
+def exercise_chains(api: RecordingApi, personas: Personas) -> None:
+    """Every chain operation, with its success and error outcomes."""
+    chains = "/ains/task-chains"
+    body = {
+        "name": "etl",
+        "steps": [
+            {"task_type": "e", "capability_required": "idle-v1", "input_data": {"a": [1]}},
+            {"task_type": "l", "capability_required": "idle-v1", "priority": 7},
+        ],
+    }
+    chain_id = api.post(chains, personas.client, json=body).get_json()["chain_id"]
+    api.get(chains, personas.client, query_string={"status": "RUNNING", "limit": 1})
+    api.get(f"{chains}/{chain_id}", personas.client)
+    api.post(f"{chains}/{chain_id}/cancel", personas.client, json={"reason": "enough"})
+    # Errors.
+    api.post(chains, personas.client, json={"name": "x", "steps": []})
+    api.post(chains, personas.fleet, json=body)
+    api.get(f"{chains}/{chain_id}", personas.other_client)
+    api.post(f"{chains}/{chain_id}/cancel", personas.client, json={})
+    api.get(chains, personas.client, query_string={"offset": -1})
+
+
+def exercise_templates(api: RecordingApi, personas: Personas) -> None:
+    """Every template operation, with its success and error outcomes."""
+    templates = "/ains/task-templates"
+    body = {
+        "name": "digest",
+        "task_type": "d",
+        "capability_required": "idle-v1",
+        "default_input_data": {"a": {"b": [1, None]}},
+        "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+    }
+    template_id = api.post(templates, personas.client, json=body).get_json()["template_id"]
+    api.get(templates, personas.client, query_string={"name": "dig", "limit": 1})
+    api.get(f"{templates}/{template_id}", personas.client)
+    api.patch(f"{templates}/{template_id}", personas.client, json={"default_priority": 7})
+    from_template = {"template_id": template_id, "input_data": {"n": 1}}
+    for _ in range(2):  # 201, then the idempotent replay's 200
+        api.post(
+            "/ains/tasks/from-template",
+            personas.client,
+            headers={"Idempotency-Key": "t"},
+            json=from_template,
+        )
+    api.post(
+        SCHEDULES,
+        personas.client,
+        json={"template_id": template_id, "interval_seconds": 60, "input_data": {"n": 2}},
+    )
+    # Errors.
+    api.post(templates, personas.client, json=body)
+    api.post(templates, personas.fleet, json=body)
+    api.post(templates, personas.client, json={**body, "name": "x", "input_schema": {"type": 1}})
+    api.get(f"{templates}/{template_id}", personas.other_client)
+    api.patch(f"{templates}/{template_id}", personas.client, json={"name": None})
+    api.post(
+        "/ains/tasks/from-template",
+        personas.client,
+        json={**from_template, "input_data": {"n": "x"}},
+    )
+    api.get(templates, personas.client, query_string={"offset": -1})
+    api.call("DELETE", f"{templates}/{template_id}", personas.client)
+    api.call("DELETE", f"{templates}/{template_id}", personas.client)
+    api.post("/ains/tasks/from-template", personas.client, json=from_template)
+
+
+def exercise_dependencies(api: RecordingApi, personas: Personas) -> None:
+    """Dependencies: blocked submits, @index batches, the graph reads, and their errors."""
+    first = api.submit(personas.client, capability_required="idle-v1")["task_id"]
+    blocked = api.submit(
+        personas.client,
+        capability_required="idle-v1",
+        depends_on=[first],
+        on_dependency_failure="run",
+        input_data={"x": {"$from": first, "path": "a.0"}},
+    )["task_id"]
+    api.post(
+        "/ains/tasks/batch",
+        personas.client,
+        json={
+            "tasks": [
+                {"task_type": "r", "capability_required": "idle-v1", "depends_on": [blocked]},
+                {"task_type": "r", "capability_required": "idle-v1", "depends_on": ["@0"]},
+            ]
+        },
+    )
+    api.get(f"/ains/tasks/{blocked}", personas.client)
+    api.get(f"/ains/tasks/{blocked}/dependencies", personas.client)
+    api.get(f"/ains/tasks/{first}/dependents", personas.client, query_string={"limit": 1})
+    # Errors.
+    api.post(
+        "/ains/tasks",
+        personas.client,
+        json={"task_type": "r", "capability_required": "idle-v1", "depends_on": ["task_nope"]},
+    )
+    api.get(f"/ains/tasks/{blocked}/dependencies", personas.other_client)
+    api.get(f"/ains/tasks/{first}/dependents", personas.client, query_string={"limit": 0})
