@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from app.extensions import db
+from app.lib.clock import as_utc
 from app.models import Task, TaskDependency, TaskEvent, TaskStatus
 from app.services import workflows
 from app.services.attempts import record_cancellation
@@ -530,15 +531,28 @@ def release(tasks: list[Task], now: datetime) -> None:
     """Dependencies done: resolve the tasks' references and queue them, in submit order."""
     references = {t.id: find_references(t.input_data or {}) for t in tasks}
     results = dependency_results(r.ref for refs in references.values() for r in refs)
+    finished_at = last_dependency_finished([t.id for t in tasks])
     queued = []
     for i, task in enumerate(tasks):
+        # Two dependencies finishing at once: the report stamped first may commit last
+        # (it waited for this row's lock), so never date a release before a dependency.
+        at = max(now, finished_at.get(task.id, now))
         # One microsecond apart, so tasks released together keep their order in the queue.
-        enqueued_at = now + timedelta(microseconds=i)
-        if enter_queue(
-            task, results if references[task.id] else None, now, enqueued_at=enqueued_at
-        ):
+        enqueued_at = at + timedelta(microseconds=i)
+        if enter_queue(task, results if references[task.id] else None, at, enqueued_at=enqueued_at):
             queued.append(task.capability_required)
     workflows.wake_after_commit(db.session, queued)
+
+
+def last_dependency_finished(task_ids: list[str]) -> dict[str, datetime]:
+    """When the last dependency of each of these tasks changed (ended), one query for all."""
+    rows = db.session.execute(
+        select(TaskDependency.task_id, func.max(Task.updated_at))
+        .join(Task, Task.id == TaskDependency.depends_on_id)
+        .where(TaskDependency.task_id.in_(task_ids))
+        .group_by(TaskDependency.task_id)
+    ).all()
+    return {task_id: as_utc(at) for task_id, at in rows if at is not None}  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------------
