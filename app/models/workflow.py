@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -33,7 +33,9 @@ class TaskTemplate(db.Model):
     default_max_retries: Mapped[int] = mapped_column(Integer, default=3)
     default_retry_policy: Mapped[str] = mapped_column(String(16), default="exponential")
     default_timeout_seconds: Mapped[int] = mapped_column(Integer, default=300)
-    input_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Plain JSON, not JSONB, on PostgreSQL too: JSONB reorders object keys, and the order of
+    # a schema's properties is the order of the form generated from it.
+    input_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer, default=1)
     times_used: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[str] = mapped_column(String(200))

@@ -70,11 +70,8 @@ def upgrade():
         sa.Column("default_max_retries", sa.Integer(), nullable=False),
         sa.Column("default_retry_policy", sa.String(length=16), nullable=False),
         sa.Column("default_timeout_seconds", sa.Integer(), nullable=False),
-        sa.Column(
-            "input_schema",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        # JSON, not JSONB: the order of a schema's properties must survive.
+        sa.Column("input_schema", sa.JSON(), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("times_used", sa.Integer(), nullable=False),
         sa.Column("created_by", sa.String(length=200), nullable=False),
