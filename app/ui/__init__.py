@@ -8,10 +8,12 @@ bp = Blueprint("ui", __name__)
 from app.ui import (  # noqa: E402,F401
     agents,
     auth,
+    chains,
     dashboard,
     dead_letter,
     errors,
     formatting,
     schedules,
+    task_templates,
     tasks,
 )

@@ -10,7 +10,7 @@ from wtforms import StringField
 from wtforms.validators import Length
 
 from app.models import Task
-from app.services import cancellation, console, dead_letter, task_search
+from app.services import cancellation, console, dead_letter, graph, task_search
 from app.services.errors import Conflict, InvalidInput
 from app.services.settings import settings
 from app.ui import bp
@@ -18,6 +18,7 @@ from app.ui.auth import acting_operator
 from app.ui.dead_letter import skip_text
 from app.ui.filters import TaskFilterForm, describe_errors, labelled_errors, stripped
 from app.ui.htmx import render_region
+from app.ui.task_graph import draw
 
 PAGE_SIZE = 25
 REFRESH_SECONDS = 5
@@ -64,12 +65,16 @@ def tasks() -> Response:
 @bp.get("/tasks/<task_id>")
 @login_required
 def task_detail(task_id: str) -> Response:
-    story = console.task_story(acting_operator(), task_id)
+    principal = acting_operator()
+    story = console.task_story(principal, task_id)
+    links = graph.task_links(principal, story.task)
     return render_region(
         "ui/tasks/detail.html",
         "ui/tasks/_detail_body.html",
         story=story,
         task=story.task,
+        links=links,
+        drawing=draw(links.graph) if links.has_graph else None,
         cancel_form=CancelForm(),
         refresh_seconds=REFRESH_SECONDS,
     )

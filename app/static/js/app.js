@@ -19,7 +19,8 @@ document.addEventListener("htmx:configRequest", (event) => {
 });
 
 // A region that refreshes itself (data-pause-while-editing) skips a refresh while the
-// operator is in one of its forms or has typed into one: the swap would wipe their input.
+// operator is in one of its forms or has typed into one, or has opened a <details> in it
+// (a confirmation, event data): the swap would wipe their input or close what they opened.
 document.addEventListener("htmx:beforeRequest", (event) => {
   const region = event.detail.elt;
   if (!(region instanceof Element) || !region.hasAttribute("data-pause-while-editing")) return;
@@ -28,7 +29,8 @@ document.addEventListener("htmx:beforeRequest", (event) => {
   const typed = Array.from(region.querySelectorAll("form input, form textarea")).some(
     (input) => input.type !== "hidden" && input.value !== input.defaultValue,
   );
-  if (focused || typed) event.preventDefault();
+  const opened = region.querySelector("details[open]");
+  if (focused || typed || opened) event.preventDefault();
 });
 
 // Row selection: a select-all box, a live count, and bulk buttons that need a selection.
