@@ -683,6 +683,9 @@ def test_it_runs_a_task_from_the_template(console: FlaskClient, app: Flask) -> N
     assert stored(app, template_id).times_used == 1  # type: ignore[union-attr]
     page = text(console.get(response.location))
     assert "Task created from sales-report v2: it waits for an agent." in flashes(page)
+    # The task page says which template, and which version of it, the task came from.
+    assert f'href="/task-templates/{template_id}"' in page
+    assert "made from v2" in page
 
 
 def test_it_leaves_empty_inputs_to_the_template_defaults(console: FlaskClient, app: Flask) -> None:
