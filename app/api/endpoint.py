@@ -86,6 +86,28 @@ def first_unstorable(document: Any) -> str | None:
     return None
 
 
+# Deeper documents are refused: merged with others (a dependency's result spliced into a
+# task's input, a template's defaults) they could pass what the JSON encoder can nest.
+MAX_JSON_DEPTH = 64
+
+
+def depth_of(document: Any) -> int:
+    """How deeply objects and arrays nest in a parsed JSON document (a scalar is 0)."""
+    deepest = 0
+    stack: list[tuple[int, Any]] = [(0, document)]
+    while stack:
+        depth, value = stack.pop()
+        if isinstance(value, dict):
+            values: Any = value.values()
+        elif isinstance(value, list):
+            values = value
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((depth + 1, item) for item in values)
+    return deepest
+
+
 def refuse_unstorable(document: Any) -> None:
     path = first_unstorable(document)
     if path is not None:
@@ -105,6 +127,11 @@ def read_json_body() -> Any:
     except (ValueError, RecursionError):
         raise BadRequestBody("request body is not valid JSON") from None
     refuse_unstorable(data)
+    if depth_of(data) > MAX_JSON_DEPTH:
+        raise InvalidInput(
+            f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+            [{"field": "body", "message": f"at most {MAX_JSON_DEPTH} levels of nesting"}],
+        )
     return data
 
 

@@ -167,6 +167,7 @@ def get_task(principal: Principal, task_id: str) -> dict[str, Any]:
     summary="The tasks this one depends on, and which still block it",
     tag=TAG,
     responses={200: DependenciesOut},
+    roles=("client",),  # the graph is the client's: an agent sees only the task it runs
 )
 def list_dependencies(principal: Principal, task_id: str) -> dict[str, Any]:
     return dependencies.list_dependencies(principal, task_id)
@@ -180,6 +181,7 @@ def list_dependencies(principal: Principal, task_id: str) -> dict[str, Any]:
     tag=TAG,
     query=DependentsQuery,
     responses={200: DependentsOut},
+    roles=("client",),
 )
 def list_dependents(principal: Principal, task_id: str, query: DependentsQuery) -> dict[str, Any]:
     return dependencies.list_dependents(principal, task_id, limit=query.limit, offset=query.offset)

@@ -283,3 +283,6 @@ class TaskDependency(db.Model):
     depends_on_id: Mapped[str] = mapped_column(
         ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
     )
+    # Counted: the dependency's end has been applied to the task's pending count (or it had
+    # ended before the task was submitted). A later end of the same dependency is not.
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)

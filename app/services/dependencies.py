@@ -33,7 +33,7 @@ from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.lib.clock import as_utc
-from app.models import Task, TaskDependency, TaskEvent, TaskStatus
+from app.models import Task, TaskDependency, TaskStatus
 from app.services import workflows
 from app.services.attempts import record_cancellation
 from app.services.dispatch import queue_key, visible_task
@@ -304,6 +304,8 @@ class Plan:
     waiting: int  # dependencies to wait for
     failed: str | None  # a dependency that already ended without completing ("cancel")
     references: list[Reference]
+    # Dependencies that had already ended at submit: their edges are counted already.
+    settled: set[str] = field(default_factory=set)
 
 
 def plan_dependencies(
@@ -364,23 +366,29 @@ def plan_dependencies(
         references = find_references(input_data)
     run_anyway = fields.get("on_dependency_failure") == "run"
     waiting, failed = 0, None
+    settled: set[str] = set()
     unique = list(dict.fromkeys(ids.values()))
     for real in unique:
         # A new batch item is waited for even if it starts CANCELLED or FAILED: its end
         # reaches settle_dependents before this batch commits, like any other.
         status = known[real].status if real in known else TaskStatus.BLOCKED
+        if status in TaskStatus.TERMINAL:
+            settled.add(real)
         if status == TaskStatus.COMPLETED or (run_anyway and status in TaskStatus.TERMINAL):
             continue
         if status in TaskStatus.TERMINAL:
             failed = failed or real
         else:
             waiting += 1
-    return Plan(unique, input_data, waiting, failed, references)
+    return Plan(unique, input_data, waiting, failed, references, settled)
 
 
 def attach(task: Task, plan: Plan, *, actor: str, now: datetime) -> None:
     """Record a new task's dependencies and its first status (after the session add)."""
-    db.session.add_all(TaskDependency(task_id=task.id, depends_on_id=d) for d in plan.ids)
+    db.session.add_all(
+        TaskDependency(task_id=task.id, depends_on_id=d, resolved=d in plan.settled)
+        for d in plan.ids
+    )
     data = {"depends_on": plan.ids}
     if plan.failed or plan.waiting:
         task.pending_dependencies = plan.waiting
@@ -444,20 +452,6 @@ def enter_queue(
 # ---------------------------------------------------------------------------------------
 
 
-def counted_before(task_ids: Iterable[str]) -> set[str]:
-    """Tasks among these that had already ended once before (their dependents know)."""
-    return set(
-        db.session.scalars(
-            select(TaskEvent.task_id)
-            .where(
-                TaskEvent.task_id.in_(set(task_ids)), TaskEvent.to_status.in_(TaskStatus.TERMINAL)
-            )
-            .group_by(TaskEvent.task_id)
-            .having(func.count() > 1)
-        )
-    )
-
-
 @workflows.reaction
 def settle_dependents(finished: list[Task]) -> None:
     """Unblock or cancel the BLOCKED dependents of tasks that just ended."""
@@ -465,22 +459,35 @@ def settle_dependents(finished: list[Task]) -> None:
     if not ended:
         return
     # Locked in creation order, as submits lock dependencies: no deadlock between them.
+    # Only edges not counted yet: a dependency requeued from the dead letter ends a second
+    # time, and must count for a task that started waiting for it since, not again for one
+    # that counted its first end.
     edges = db.session.execute(
         select(TaskDependency.depends_on_id, Task.id, Task.on_dependency_failure)
         .join(Task, Task.id == TaskDependency.task_id)
-        .where(TaskDependency.depends_on_id.in_(list(ended)), Task.status == TaskStatus.BLOCKED)
+        .where(
+            TaskDependency.depends_on_id.in_(list(ended)),
+            TaskDependency.resolved.is_(False),
+            Task.status == TaskStatus.BLOCKED,
+        )
         .order_by(Task.created_at, Task.id)
         .with_for_update(of=Task)
     ).all()
     if not edges:
         return
-    repeated = counted_before({dep for dep, _, _ in edges})
+    db.session.execute(
+        update(TaskDependency)
+        .where(
+            TaskDependency.depends_on_id.in_(list(ended)),
+            TaskDependency.task_id.in_({task_id for _, task_id, _ in edges}),
+        )
+        .values(resolved=True)
+        .execution_options(synchronize_session=False)
+    )
     now = max(t.updated_at for t in ended.values())
     cancel: dict[str, str] = {}
     satisfied: Counter[str] = Counter()
     for dep, task_id, on_failure in edges:
-        if dep in repeated:
-            continue
         if ended[dep].status == TaskStatus.COMPLETED or on_failure == "run":
             satisfied[task_id] += 1
         else:

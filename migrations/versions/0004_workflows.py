@@ -89,6 +89,7 @@ def upgrade():
         "task_dependencies",
         sa.Column("task_id", sa.String(length=40), nullable=False),
         sa.Column("depends_on_id", sa.String(length=40), nullable=False),
+        sa.Column("resolved", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.ForeignKeyConstraint(
             ["depends_on_id"],
             ["tasks.id"],

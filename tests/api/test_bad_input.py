@@ -536,8 +536,16 @@ def test_it_never_answers_500_to_unicode_it_accepts(api: Api, personas: Personas
         assert fetched["input_data"] == {text: [text, {"k": text}]}
 
 
-def test_it_stores_deep_but_parseable_json(api: Api, personas: Personas) -> None:
-    response = api.post(TASKS, personas.client, data=nested(500), content_type="application/json")
+def test_it_stores_json_nested_up_to_64_levels_and_refuses_deeper(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    # The body is one level and input_data's 63 nested objects the rest: 64 in all.
+    response = api.post(TASKS, personas.client, data=nested(63), content_type="application/json")
     assert response.status_code == 201, response.get_json()
     stored = api.get(f"/ains/tasks/{response.get_json()['task_id']}", personas.client).get_json()
-    assert stored["input_data"] == json.loads(nested(500))["input_data"]
+    assert stored["input_data"] == json.loads(nested(63))["input_data"]
+
+    with unchanged(app):
+        deeper = api.post(TASKS, personas.client, data=nested(64), content_type="application/json")
+    assert_error(deeper, 422, "validation_error", "body")
+    assert "deeper than 64 levels" in deeper.get_json()["error"]["message"]

@@ -254,7 +254,8 @@ def test_only_those_who_may_see_the_task_see_its_graph(api: Api, personas: Perso
     child = api.submit(personas.client, depends_on=[root])["task_id"]
     for path in (f"/ains/tasks/{child}/dependencies", f"/ains/tasks/{root}/dependents"):
         assert_error(api.get(path, personas.other_client), 404, "not_found")
-        assert_error(api.get(path, personas.fleet), 404, "not_found")
+        # Agents never see the graph, not even around a task they run.
+        assert_error(api.get(path, personas.fleet), 403, "forbidden")
         assert_error(api.get(path), 401)
         assert get(api, personas.admin, path)["task_id"] in (root, child)
     assert_error(api.get("/ains/tasks/task_nope/dependencies", personas.client), 404)

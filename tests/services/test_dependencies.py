@@ -273,6 +273,23 @@ def test_it_counts_a_dependency_once_when_a_failed_one_is_requeued_or_discarded(
     assert status(sink.id) == TaskStatus.PENDING and status(sink2.id) == TaskStatus.PENDING
 
 
+def test_a_task_waiting_for_a_requeued_dependency_is_released_when_it_completes(
+    actors: Actors,
+) -> None:
+    t = utcnow()
+    agent = make_agent(actors.fleet, t)
+    dep = make_task(actors.client, t)
+    fail(actors, agent, dep.id, t + timedelta(seconds=1))
+    dead_letter.requeue(actors.client, task_ids=[dep.id], now=t + timedelta(seconds=2))
+    # Submitted after the dependency's first end: that end was never counted for it.
+    child = make_task(actors.client, t + timedelta(seconds=3), depends_on=[dep.id])
+    assert status(child.id) == TaskStatus.BLOCKED
+
+    run(actors, agent, dep.id, t + timedelta(seconds=4))
+
+    assert status(child.id) == TaskStatus.PENDING
+
+
 def test_a_cancelled_blocked_task_cancels_its_own_dependents(actors: Actors) -> None:
     t = utcnow()
     root = make_task(actors.client, t)
