@@ -129,7 +129,12 @@ def create_chain(
     client_id = resolve_client_id(principal, client_id)
     if not 1 <= len(steps) <= MAX_STEPS:
         raise invalid("steps", f"a chain has 1 to {MAX_STEPS} steps, got {len(steps)}")
-    planned = [plan_step(principal, client_id, i, step) for i, step in enumerate(steps)]
+    # Steps that use a template count a use on its row: take those row locks in one order
+    # (by template id) so two chains naming the same templates in another order cannot
+    # deadlock; the steps keep their own order.
+    order = sorted(range(len(steps)), key=lambda i: (str(steps[i].get("template_id") or ""), i))
+    by_index = {i: plan_step(principal, client_id, i, steps[i]) for i in order}
+    planned = [by_index[i] for i in range(len(steps))]
     chain = TaskChain(
         id=new_id("chain"),
         client_id=client_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import partial
@@ -34,6 +35,7 @@ from app.services.settings import settings
 from app.services.wakeups import wakeups
 from tests.services.conftest import Actors
 from tests.services.factories import make_agent, task_fields
+from tests.services.test_dependencies import in_thread
 
 CAPABILITIES = ("extract-v1", "transform-v1", "load-v1")
 
@@ -578,3 +580,42 @@ def test_it_refuses_a_template_step_it_cannot_run_and_counts_no_use(actors: Acto
     with pytest.raises(InvalidInput) as caught:
         chains.create_chain(actors.admin, "c", [good], client_id="client-2", now=t)
     assert [d["field"] for d in caught.value.details] == ["steps.0.template_id"]
+
+
+@pytest.mark.postgres_only
+def test_two_chains_naming_the_same_templates_in_another_order_do_not_deadlock(
+    app: Flask, actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [
+        templates.create_template(
+            actors.client,
+            {"name": name, "task_type": "x", "capability_required": "c", "default_input_data": {}},
+        ).id
+        for name in ("a", "b")
+    ]
+    db.session.remove()
+    real = chains.task_fields_from_template
+
+    def slow(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        fields = real(*args, **kwargs)
+        time.sleep(0.5)  # hold the first template's row while the other chain takes its own
+        return fields
+
+    monkeypatch.setattr(chains, "task_fields_from_template", slow)
+    errors: list[str] = []
+
+    def create(order: list[str]) -> Callable[[], None]:
+        def work() -> None:
+            try:
+                chains.create_chain(actors.client, "c", [{"template_id": i} for i in order])
+            except Exception as exc:  # a deadlock surfaces here
+                errors.append(repr(exc))
+
+        return work
+
+    threads = [in_thread(app, create(ids)), in_thread(app, create(ids[::-1]))]
+    for thread in threads:
+        thread.join(20)
+    assert errors == []
+    used = [db.session.get(TaskTemplate, template_id) for template_id in ids]
+    assert [t.times_used for t in used if t is not None] == [2, 2]
