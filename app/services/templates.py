@@ -15,13 +15,16 @@ within the schema itself (or name a JSON Schema meta-schema), else the schema is
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from jsonschema import Draft202012Validator
+import re2
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from jsonschema_specifications import REGISTRY as META_SCHEMAS
 from referencing.exceptions import Unresolvable
@@ -64,6 +67,7 @@ EDITABLE_FIELDS = (
     "input_schema",
 )
 NULLABLE_FIELDS = ("description", "input_schema")
+MAX_SCHEMA_BYTES = 64 * 1024
 # Keywords whose values are data, not subschemas: a "$ref" inside them is not a reference.
 DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 META_VALIDATOR = Draft202012Validator(
@@ -131,9 +135,112 @@ def schema_refs(schema: Any, base: str = SCHEMA_BASE) -> Iterator[tuple[str, str
             stack.extend((item, [*path, i], scope) for i, item in enumerate(node))
 
 
-def input_validator(schema: dict[str, Any]) -> Draft202012Validator:
+@functools.lru_cache(maxsize=1024)
+def compiled_pattern(pattern: str) -> Any:
+    """``pattern`` compiled with RE2: linear time, so no input can make a check run away.
+
+    Raises re2.error for what RE2 does not support (backreferences, lookaround).
+    """
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
+def pattern_keyword(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not compiled_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def pattern_properties_keyword(validator: Any, patterns: Any, instance: Any, schema: Any) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        matcher = compiled_pattern(pattern)
+        for key, value in instance.items():
+            if matcher.search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def canonical(value: Any) -> str:
+    """JSON text equal for equal JSON values (1 and 1.0 alike), to hash array items."""
+
+    def norm(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer():
+            return int(item)
+        if isinstance(item, dict):
+            return {k: norm(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [norm(v) for v in item]
+        return item
+
+    return json.dumps(norm(value), sort_keys=True)
+
+
+def unique_items_keyword(validator: Any, unique: Any, instance: Any, schema: Any) -> Any:
+    # Hashing, not the pairwise comparison jsonschema does (quadratic on large arrays).
+    if unique and validator.is_type(instance, "array"):
+        seen: set[str] = set()
+        for item in instance:
+            text = canonical(item)
+            if text in seen:
+                yield ValidationError(f"{instance!r} has non-unique elements")
+                return
+            seen.add(text)
+
+
+SafeValidator = validators.extend(
+    Draft202012Validator,
+    {
+        "pattern": pattern_keyword,
+        "patternProperties": pattern_properties_keyword,
+        "uniqueItems": unique_items_keyword,
+    },
+)
+
+
+def input_validator(schema: dict[str, Any]) -> Any:
     """A validator that resolves references within the schema and the meta-schemas only."""
-    return Draft202012Validator(schema, registry=META_SCHEMAS)
+    return SafeValidator(schema, registry=META_SCHEMAS)
+
+
+def schema_patterns(schema: Any) -> Iterator[tuple[str, str]]:
+    """Every regular expression in a schema: (where, the pattern)."""
+    stack: list[tuple[Any, list[Any]]] = [(schema, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "pattern" and isinstance(value, str):
+                    yield json_pointer([*path, key]), value
+                elif key == "patternProperties" and isinstance(value, dict):
+                    for pattern, sub in value.items():
+                        yield json_pointer([*path, key, pattern]), pattern
+                        stack.append((sub, [*path, key, pattern]))
+                elif key not in DATA_KEYWORDS:
+                    stack.append((value, [*path, key]))
+        elif isinstance(node, list):
+            stack.extend((item, [*path, i]) for i, item in enumerate(node))
+
+
+def check_patterns(schema: dict[str, Any]) -> None:
+    """Refuse patterns RE2 cannot run (backreferences, lookaround) and oversized schemas."""
+    if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+        raise invalid("input_schema", f"at most {MAX_SCHEMA_BYTES // 1024} KB of JSON")
+    for where, pattern in schema_patterns(schema):
+        try:
+            compiled_pattern(pattern)
+        except re2.error:
+            raise InvalidInput(
+                f"input_schema: pattern {pattern!r} is not supported",
+                [
+                    {
+                        "field": "input_schema" + where,
+                        "pointer": where,
+                        "message": f"{pattern!r}: patterns use RE2 syntax, which runs in "
+                        "linear time (no backreferences or lookaround)",
+                    }
+                ],
+            ) from None
 
 
 def check_schema(schema: dict[str, Any]) -> None:
@@ -142,6 +249,7 @@ def check_schema(schema: dict[str, Any]) -> None:
         refuse_violations(
             "input_schema", list(META_VALIDATOR.iter_errors(schema)), "the JSON Schema meta-schema"
         )
+        check_patterns(schema)
         resource = DRAFT202012.create_resource(schema)
         resolver = META_SCHEMAS.with_resource(SCHEMA_BASE, resource).crawl().resolver(SCHEMA_BASE)
         for where, ref, uri in schema_refs(schema):

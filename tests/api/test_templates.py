@@ -4,6 +4,7 @@ deep-merged input checked against the template's JSON Schema, and use counting."
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -626,3 +627,56 @@ def test_concurrent_uses_are_each_counted(app: Flask, api: Api, personas: Person
     assert sorted(status for status, _ in results) == [200] * 7 + [201], results
     assert len({body["task_id"] for _, body in results}) == 1
     assert times_used(app, template_id) == 9
+
+
+def test_it_runs_schema_patterns_in_linear_time_and_refuses_what_re2_cannot_run(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    # A pattern that backtracks exponentially in Python's re: RE2 answers at once.
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}},
+        "patternProperties": {"^x-(a+)+$": {"type": "integer"}},
+    }
+    template_id = create(api, personas.client, input_schema=schema)["template_id"]
+    started = time.monotonic()
+    response = api.post(
+        FROM,
+        personas.client,
+        json={"template_id": template_id, "input_data": {"code": "a" * 5000 + "!", "x-aa": "n"}},
+    )
+    assert time.monotonic() - started < 2
+    error = assert_error(response, 422)
+    assert sorted(d["pointer"] for d in error["details"]) == ["/code", "/x-aa"]
+    assert from_template(api, personas.client, template_id, input_data={"code": "aaa"})
+
+    # Backreferences and lookaround have no linear-time engine: refused when saved.
+    for pattern in ("^(a)\\1$", "^(?=a)a$"):
+        bad = {"type": "object", "properties": {"p": {"type": "string", "pattern": pattern}}}
+        refused = assert_error(
+            api.post(BASE, personas.client, json=template_body(name="x", input_schema=bad)), 422
+        )
+        assert refused["details"][0]["pointer"] == "/properties/p/pattern"
+        assert "RE2" in refused["details"][0]["message"]
+
+
+def test_it_checks_unique_items_of_a_long_array_quickly(api: Api, personas: Personas) -> None:
+    schema = {"type": "object", "properties": {"rows": {"type": "array", "uniqueItems": True}}}
+    template_id = create(api, personas.client, input_schema=schema)["template_id"]
+    rows: list[Any] = [{"n": n} for n in range(20_000)]
+    started = time.monotonic()
+    assert from_template(api, personas.client, template_id, input_data={"rows": rows})
+    duplicated = [*rows, {"n": 7.0}]  # 7.0 equals 7 in JSON Schema
+    response = api.post(
+        FROM, personas.client, json={"template_id": template_id, "input_data": {"rows": duplicated}}
+    )
+    assert time.monotonic() - started < 5
+    assert assert_error(response, 422)["details"][0]["pointer"] == "/rows"
+
+
+def test_it_refuses_a_schema_over_64_kb(api: Api, personas: Personas) -> None:
+    schema = {"type": "object", "description": "x" * (64 * 1024)}
+    error = assert_error(
+        api.post(BASE, personas.client, json=template_body(input_schema=schema)), 422
+    )
+    assert error["details"][0]["field"] == "input_schema"
