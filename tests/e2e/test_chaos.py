@@ -181,7 +181,9 @@ def test_nothing_is_lost_or_completed_twice_under_chaos(
     (ARTIFACTS / "chaos.json").write_text(json.dumps(report, indent=2))
     with capsys.disabled():
         print("\nchaos:", json.dumps(report, indent=2))
-    assert killed >= 10
+    # An agent died every KILL_EVERY_SECONDS for as long as there was work (a fast machine
+    # drains sooner, so the count follows the run's length rather than a fixed number).
+    assert killed >= max(5, int(min(drained_after, CHAOS_SECONDS) / KILL_EVERY_SECONDS) - 1)
     assert report["lost_attempts"] > 0, "the kills should have cost some attempts"
     assert report["by_status"].get("COMPLETED", 0) > TASKS * 0.8
 
