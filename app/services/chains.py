@@ -30,7 +30,7 @@ from app.lib.tokens import new_id
 from app.models import ChainStatus, Role, Task, TaskChain, TaskStatus
 from app.services import cancellation, workflows
 from app.services.dispatch import build_task, resolve_client_id
-from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.errors import Conflict, InvalidInput, NotFound, invalid
 from app.services.principal import Principal
 from app.services.templates import task_fields_from_template
 
@@ -57,10 +57,6 @@ CANCEL_TRIES = 5
 def chain_runner(chain_id: str) -> Principal:
     """A chain creating its step's task: admin rights, written as ``chain:<id>``."""
     return Principal(role=Role.ADMIN, name="chain", acting_as=f"chain:{chain_id}")
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {message}", [{"field": field, "message": message}])
 
 
 # ---------------------------------------------------------------------------------------

@@ -46,3 +46,8 @@ class CancelRequested(Conflict):
 
 class InvalidInput(DomainError):
     code = "validation_error"
+
+
+def invalid(field: str, message: str) -> InvalidInput:
+    """A 422 about one field: ``"<field>: <message>"``, with the field named in details."""
+    return InvalidInput(f"{field}: {message}", [{"field": field, "message": message}])

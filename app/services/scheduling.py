@@ -35,7 +35,7 @@ from app.models import (
     TaskStatus,
 )
 from app.services.dispatch import build_task, resolve_client_id
-from app.services.errors import Conflict, DomainError, InvalidInput, NotFound
+from app.services.errors import Conflict, DomainError, InvalidInput, NotFound, invalid
 from app.services.principal import Principal, schedule_runner
 from app.services.settings import settings
 from app.services.templates import DEFAULTS, task_fields_from_template, visible_template
@@ -74,10 +74,6 @@ EDITABLE_FIELDS = (
     "misfire_policy",
     "overlap_policy",
 )
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {message}", [{"field": field, "message": message}])
 
 
 # ---------------------------------------------------------------------------------------

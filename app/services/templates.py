@@ -42,7 +42,7 @@ from app.services.dispatch import (
     request_fingerprint,
     resolve_client_id,
 )
-from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.errors import Conflict, InvalidInput, NotFound, invalid
 from app.services.principal import Principal
 from app.services.wakeups import wakeups
 
@@ -75,10 +75,6 @@ META_VALIDATOR = Draft202012Validator(
     registry=META_SCHEMAS,
     format_checker=Draft202012Validator.FORMAT_CHECKER,  # e.g. "pattern" must be a regex
 )
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {message}", [{"field": field, "message": message}])
 
 
 # ---------------------------------------------------------------------------------------
