@@ -10,6 +10,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 
 from app.config import BASE_DIR, INSTANCE_DIR, Config
 from app.extensions import csrf, db, login_manager, migrate, redis_client
+from app.services import routing
 from app.services.settings import settings
 from app.services.wakeups import wakeups
 
@@ -38,6 +39,8 @@ def create_app(config_class: type = Config) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     settings.configure(app.config)
+    seed = app.config["ROUTING_RANDOM_SEED"]
+    routing.configure_rng(seed if seed >= 0 else None)
     wakeups.configure(redis_client(app.config["REDIS_URL"]))
 
     from app import models  # noqa: F401  (register tables)

@@ -115,6 +115,26 @@ class Config:
     # How long an Idempotency-Key replays the original task.
     IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 86400, minimum=1)
     CLOCK_INTERVAL_SECONDS = env_int("CLOCK_INTERVAL_SECONDS", 1, minimum=1)
+    # A task whose attempts failed on this many different agents is poison: it ends FAILED
+    # and the trust those agents lost on it is refunded.
+    POISON_AGENT_COUNT = env_int("POISON_AGENT_COUNT", 3, minimum=2)
+    # Routing: the strategy of tasks that name none (a capability's own default wins).
+    ROUTING_DEFAULT_STRATEGY = env_choice(
+        "ROUTING_DEFAULT_STRATEGY",
+        "round_robin",
+        ("round_robin", "least_loaded", "trust_weighted", "fastest_response"),
+    )
+    # A task assigned to an agent that has not claimed it after this long is routed again.
+    ROUTING_CLAIM_TIMEOUT_SECONDS = env_int("ROUTING_CLAIM_TIMEOUT_SECONDS", 30, minimum=1)
+    # fastest_response: the share of tasks that try an agent not yet measured.
+    ROUTING_PROBE_PERCENT = env_int("ROUTING_PROBE_PERCENT", 10, minimum=0, maximum=100)
+    # Agents of very low trust get tasks only when nobody else can take them (last_resort)
+    # or never.
+    ROUTING_VERY_LOW_TRUST = env_choice(
+        "ROUTING_VERY_LOW_TRUST", "last_resort", ("last_resort", "never")
+    )
+    # A fixed seed makes trust_weighted draws and probes reproducible (empty: random).
+    ROUTING_RANDOM_SEED = env_int("ROUTING_RANDOM_SEED", -1, minimum=-1)
     # A schedule's due time fired later than this counts as missed (downtime): its
     # misfire_policy decides. Anything later but within it is simply a late run.
     SCHEDULE_MISFIRE_GRACE_SECONDS = env_int("SCHEDULE_MISFIRE_GRACE_SECONDS", 15, minimum=1)

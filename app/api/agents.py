@@ -14,15 +14,21 @@ from app.api.schemas import (
     AgentOut,
     AgentRegister,
     AgentRegistered,
+    AgentTrustOut,
     CapabilityIn,
     CapabilityOut,
     ClaimOut,
     ClaimRequest,
     Heartbeat,
     HeartbeatAck,
+    LeaderboardOut,
+    LeaderboardQuery,
+    TrustAdjust,
+    TrustAdjustedOut,
+    TrustQuery,
 )
 from app.services import agents as agent_service
-from app.services import dispatch
+from app.services import dispatch, trust
 from app.services.principal import Principal
 
 TAG = "Agents"
@@ -122,3 +128,48 @@ def heartbeat(principal: Principal, agent_id: str, body: Heartbeat) -> dict[str,
 def claim(principal: Principal, agent_id: str, body: ClaimRequest) -> dict[str, Any]:
     tasks = dispatch.claim_tasks_waiting(principal, agent_id, body.max_tasks, body.wait_seconds)
     return {"tasks": [t.to_dict() for t in tasks], **dispatch.claim_notices(agent_id)}
+
+
+@endpoint(
+    bp,
+    "/ains/agents/<agent_id>/trust",
+    "GET",
+    summary="An agent's trust score, level, metrics and trust records",
+    tag=TAG,
+    query=TrustQuery,
+    responses={200: AgentTrustOut},
+)
+def get_trust(principal: Principal, agent_id: str, query: TrustQuery) -> dict[str, Any]:
+    return trust.get_trust(principal, agent_id, limit=query.limit)
+
+
+# A static segment outranks <agent_id> in werkzeug's rule order, whatever the order here.
+@endpoint(
+    bp,
+    "/ains/agents/leaderboard",
+    "GET",
+    summary="Agents ranked by trust score",
+    tag=TAG,
+    query=LeaderboardQuery,
+    responses={200: LeaderboardOut},
+)
+def leaderboard(principal: Principal, query: LeaderboardQuery) -> dict[str, Any]:
+    return {"leaderboard": trust.leaderboard(principal, limit=query.limit)}
+
+
+@endpoint(
+    bp,
+    "/ains/agents/<agent_id>/trust/adjust",
+    "POST",
+    summary="Adjust an agent's trust score by hand (admin)",
+    tag=TAG,
+    body=TrustAdjust,
+    responses={201: TrustAdjustedOut},
+    roles=("admin",),
+)
+def adjust_trust(
+    principal: Principal, agent_id: str, body: TrustAdjust
+) -> tuple[dict[str, Any], int]:
+    record = trust.adjust_trust(principal, agent_id, body.delta, body.reason)
+    agent = trust.visible_agent(principal, agent_id)
+    return {"record": record.to_dict(), "trust": trust.trust_summary(agent)}, 201

@@ -84,7 +84,8 @@ def operation_spec(op: Operation) -> dict[str, Any]:
     if op.auth:
         spec["security"] = [{"bearerAuth": []}]
         if op.roles:
-            spec["description"] = f"Key roles: admin, {', '.join(op.roles)}."
+            roles = dict.fromkeys(("admin", *op.roles))  # admin always; once
+            spec["description"] = f"Key roles: {', '.join(roles)}."
     return spec
 
 

@@ -263,6 +263,11 @@ class TaskOut(Out):
     priority: int
     status: TaskStatusName
     assigned_agent_id: str | None
+    assigned_at: datetime | None = Field(description="when routing assigned it (ASSIGNED)")
+    poison: bool = Field(
+        description="failed on POISON_AGENT_COUNT different agents: ended FAILED, their trust "
+        "refunded"
+    )
     attempt: int
     lease_expires_at: datetime | None
     progress: int | None
@@ -818,3 +823,149 @@ class TemplateDeletedOut(Out):
     template_id: str
     deleted: Literal[True]
     message: str
+
+
+# Trust (seed 004, sprint 5).
+
+TrustLevel = Literal["excellent", "high", "medium", "low", "very_low"]
+TrustEventName = Literal[
+    "task_completed",
+    "task_failed",
+    "task_timed_out",
+    "agent_lost",
+    "poison_refund",
+    "manual_adjustment",
+]
+
+
+class TrustQuery(Query):
+    limit: int = Field(50, ge=1, le=500, description="trust records to return, newest first")
+
+
+class LeaderboardQuery(Query):
+    limit: int = Field(50, ge=1, le=500)
+
+
+class TrustAdjust(Body):
+    delta: float = Field(ge=-1, le=1, description="added to the score (clamped to 0..1); not 0")
+    reason: str = Field(min_length=1, max_length=500, description="why; kept in the audit trail")
+
+
+class TrustMetricsOut(Out):
+    total_tasks_completed: int
+    total_tasks_failed: int
+    success_rate: float | None = Field(description="completed / (completed + failed)")
+    avg_completion_time_seconds: float | None
+    last_task_completed_at: datetime | None
+
+
+class TrustSummaryOut(Out):
+    agent_id: str
+    display_name: str
+    trust_score: float
+    trust_level: TrustLevel
+    metrics: TrustMetricsOut
+
+
+class TrustRecordOut(Out):
+    record_id: int
+    agent_id: str
+    event_type: TrustEventName
+    task_id: str | None
+    trust_delta: float = Field(description="the change applied (after clamping)")
+    trust_score_before: float
+    trust_score_after: float
+    reason: str | None
+    actor: str
+    created_at: datetime
+
+
+class AgentTrustOut(TrustSummaryOut):
+    records: list[TrustRecordOut] = Field(description="newest first")
+
+
+class LeaderboardEntryOut(Out):
+    rank: int
+    agent_id: str
+    display_name: str
+    trust_score: float
+    trust_level: TrustLevel
+    total_tasks_completed: int
+    total_tasks_failed: int
+    success_rate: float | None
+    avg_completion_time_seconds: float | None
+    status: Literal["AVAILABLE", "BUSY", "INACTIVE"]
+
+
+class LeaderboardOut(Out):
+    leaderboard: list[LeaderboardEntryOut]
+
+
+class TrustAdjustedOut(Out):
+    record: TrustRecordOut
+    trust: TrustSummaryOut
+
+
+# --- Routing -------------------------------------------------------------------------
+
+
+class StrategyOut(Out):
+    name: RoutingStrategy
+    description: str
+    default: bool = Field(description="the server-wide default (ROUTING_DEFAULT_STRATEGY)")
+
+
+class StrategiesOut(Out):
+    strategies: list[StrategyOut]
+    default_strategy: RoutingStrategy
+
+
+class RoutingTest(Body):
+    capability_required: str = Field(min_length=1, max_length=200)
+    strategy: RoutingStrategy | None = Field(
+        default=None, description="default: the capability's default strategy"
+    )
+
+
+class ScoredCandidateOut(Out):
+    agent_id: str
+    display_name: str
+    score: float = Field(description="higher is better; its meaning depends on the strategy")
+    detail: str
+    trust_score: float
+    trust_level: str
+    load: int = Field(description="tasks held: assigned and running")
+    max_concurrent_tasks: int
+    avg_completion_time_seconds: float | None
+
+
+class ExcludedAgentOut(Out):
+    agent_id: str
+    display_name: str
+    reason: str
+
+
+class RoutingTestOut(Out):
+    capability: str
+    strategy: RoutingStrategy
+    winner: ScoredCandidateOut | None = Field(description="None: no agent can take it now")
+    candidates: list[ScoredCandidateOut] = Field(description="best first")
+    excluded: list[ExcludedAgentOut]
+    probe: bool = Field(default=False, description="fastest_response tried an unmeasured agent")
+
+
+class CapabilityRoutingOut(Out):
+    capability: str
+    default_strategy: RoutingStrategy
+    configured: bool = Field(description="False: the server-wide default applies")
+    agents: int
+
+
+class CapabilityRoutingList(Out):
+    capabilities: list[CapabilityRoutingOut]
+
+
+class CapabilityRoutingUpdate(Body):
+    default_strategy: RoutingStrategy | None = Field(
+        description="null: fall back to the server-wide default"
+    )

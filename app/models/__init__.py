@@ -15,6 +15,7 @@ from app.models.schedule import (
 from app.models.task import (
     FINISHED_TASKS,
     RETRY_POLICIES,
+    ROUTABLE_TASKS,
     AttemptOutcome,
     Task,
     TaskAttempt,
@@ -22,17 +23,20 @@ from app.models.task import (
     TaskEvent,
     TaskStatus,
 )
+from app.models.trust import CapabilityRouting, TrustEvent, TrustRecord
 from app.models.workflow import ChainStatus, TaskChain, TaskTemplate
 
 __all__ = [
     "FINISHED_TASKS",
     "HEALTH_TO_STATUS",
     "RETRY_POLICIES",
+    "ROUTABLE_TASKS",
     "Agent",
     "AgentStatus",
     "ApiKey",
     "AttemptOutcome",
     "Capability",
+    "CapabilityRouting",
     "ChainStatus",
     "ExecutionStatus",
     "ExecutionTrigger",
@@ -50,5 +54,7 @@ __all__ = [
     "TaskEvent",
     "TaskStatus",
     "TaskTemplate",
+    "TrustEvent",
+    "TrustRecord",
     "User",
 ]

@@ -55,6 +55,9 @@ class AttemptOutcome:
 RETRY_POLICIES = ("exponential", "linear", "fixed")
 # Session.info key: tasks that reached a terminal status in the open transaction.
 FINISHED_TASKS = "ains_finished_tasks"
+# Session.info key: (task, time) pairs that went PENDING in the open transaction; routing
+# assigns them before it commits (services/routing).
+ROUTABLE_TASKS = "ains_routable_tasks"
 
 
 class Task(db.Model):
@@ -71,6 +74,7 @@ class Task(db.Model):
         Index("ix_tasks_status_timeout", "status", "timeout_at"),
         Index("ix_tasks_status_expires", "status", "expires_at"),
         Index("ix_tasks_cancel_requested", "status", "cancel_requested_at"),
+        Index("ix_tasks_status_assigned", "status", "assigned_at"),
         UniqueConstraint("client_id", "idempotency_key", name="uq_tasks_client_idempotency"),
     )
 
@@ -102,6 +106,11 @@ class Task(db.Model):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     assigned_agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"))
+    # When routing assigned the task to assigned_agent_id (ASSIGNED): unclaimed for too
+    # long, it is routed again.
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Failed on too many different agents: the task is at fault, not them.
+    poison: Mapped[bool] = mapped_column(Boolean, default=False)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     progress: Mapped[int | None] = mapped_column(Integer)
@@ -154,6 +163,8 @@ class Task(db.Model):
         if to_status in TaskStatus.TERMINAL:
             # Dependents and chains react before this transaction commits (services/workflows).
             db.session.info.setdefault(FINISHED_TASKS, []).append(self)
+        elif to_status == TaskStatus.PENDING:
+            db.session.info.setdefault(ROUTABLE_TASKS, []).append((self, now))
         return event
 
     def to_dict(
@@ -171,6 +182,8 @@ class Task(db.Model):
             "priority": self.priority,
             "status": self.status,
             "assigned_agent_id": self.assigned_agent_id,
+            "assigned_at": isoformat(self.assigned_at),
+            "poison": bool(self.poison),
             "attempt": self.attempt,
             "lease_expires_at": isoformat(self.lease_expires_at),
             "progress": self.progress,

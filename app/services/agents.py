@@ -11,6 +11,7 @@ from app.extensions import db
 from app.lib.clock import utcnow
 from app.lib.tokens import new_id
 from app.models import HEALTH_TO_STATUS, Agent, AgentStatus, Capability, Role
+from app.services import routing
 from app.services.attempts import renew_leases, stop_notices
 from app.services.auth import create_api_key
 from app.services.errors import Conflict, NotFound, NotPermitted
@@ -51,6 +52,7 @@ def register_agent(
     _, raw_key = create_api_key(
         name=f"agent {display_name}", role=Role.AGENT, agent_id=agent.id, commit=False
     )
+    routing.route_waiting([c.name for c in agent.capabilities], now)
     try:
         db.session.commit()
     except IntegrityError:
@@ -96,6 +98,7 @@ def upsert_capability(
         for name, value in fields.items():
             setattr(cap, name, value)
     agent.updated_at = now
+    routing.route_waiting([cap.name], now)
     db.session.commit()
     return cap
 
@@ -124,6 +127,8 @@ def record_heartbeat(
     agent.metrics = metrics
     agent.updated_at = now
     notices = stop_notices(agent.id, now)
+    if agent.status == AgentStatus.AVAILABLE:
+        routing.route_waiting(agent.capability_names, now)
     db.session.commit()
     return {
         "acknowledged": True,

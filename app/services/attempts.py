@@ -17,6 +17,7 @@ from sqlalchemy import update
 from app.extensions import db
 from app.lib.clock import isoformat
 from app.models import Agent, AttemptOutcome, Task, TaskAttempt, TaskStatus
+from app.services import trust
 from app.services.settings import settings
 
 RETRY_BASE_SECONDS = {"exponential": 2.0, "linear": 5.0, "fixed": 10.0}
@@ -130,6 +131,8 @@ def record_completion(
     )
     if agent_id is not None:
         release_slot(agent_id, completed=True, failed=False, run_seconds=run_seconds, now=now)
+        # After the UPDATE above, which holds the agent row lock trust needs.
+        trust.on_attempt_completed(task, agent_id, actor=actor, now=now)
 
 
 def record_failure(
@@ -150,8 +153,10 @@ def record_failure(
     agent_id = stop_running(task)
     task.error_message = error_message
     close_attempt(task, outcome, actor=actor, now=now, error=error_message)
+    # Before release_slot: a poison task locks all the agents it failed on, in id order.
+    poison = trust.on_attempt_failed(task, agent_id, outcome, error_message, actor=actor, now=now)
     event_data = {"attempt": task.attempt, "agent_id": agent_id, "outcome": outcome, **(data or {})}
-    if retryable and task.retry_count < task.max_retries:
+    if poison is None and retryable and task.retry_count < task.max_retries:
         if retry_after_seconds is not None:
             delay = float(retry_after_seconds)
         else:
@@ -169,7 +174,12 @@ def record_failure(
         )
     else:
         task.completed_at = now
-        why = "not retryable" if not retryable else f"no retries left of {task.max_retries}"
+        why = poison or (
+            "not retryable" if not retryable else f"no retries left of {task.max_retries}"
+        )
+        if poison is not None:
+            task.error_message = f"{error_message} ({why})"
+            event_data["poison"] = True
         task.transition(
             TaskStatus.FAILED,
             actor=actor,

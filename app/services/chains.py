@@ -164,7 +164,6 @@ def start_step(
     task.chain_step = index
     chain.current_step = index
     chain.updated_at = now
-    workflows.wake_after_commit(db.session, [task.capability_required])
     return task
 
 

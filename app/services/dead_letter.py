@@ -20,7 +20,6 @@ from app.services.errors import InvalidInput
 from app.services.principal import Principal
 from app.services.settings import settings
 from app.services.task_search import TaskFilters, filter_conditions
-from app.services.wakeups import wakeups
 
 MAX_SELECTION = 500
 MAX_PER_CALL = 1000
@@ -62,7 +61,6 @@ def requeue(
     """Send FAILED tasks back to the queue with their retries reset."""
     now = now or utcnow()
     result = BulkResult(action="requeue")
-    capabilities: list[str] = []
 
     def requeue_one(task: Task) -> None:
         task.retry_count = 0
@@ -82,10 +80,8 @@ def requeue(
             reason="requeued from the dead-letter view",
             data={"last_error": task.error_message},
         )
-        capabilities.append(task.capability_required)
 
     apply(principal, result, requeue_one, task_ids=task_ids, filters=filters, limit=limit)
-    wakeups.notify(capabilities)
     return result
 
 

@@ -539,16 +539,13 @@ def release(tasks: list[Task], now: datetime) -> None:
     references = {t.id: find_references(t.input_data or {}) for t in tasks}
     results = dependency_results(r.ref for refs in references.values() for r in refs)
     finished_at = last_dependency_finished([t.id for t in tasks])
-    queued = []
     for i, task in enumerate(tasks):
         # Two dependencies finishing at once: the report stamped first may commit last
         # (it waited for this row's lock), so never date a release before a dependency.
         at = max(now, finished_at.get(task.id, now))
         # One microsecond apart, so tasks released together keep their order in the queue.
         enqueued_at = at + timedelta(microseconds=i)
-        if enter_queue(task, results if references[task.id] else None, at, enqueued_at=enqueued_at):
-            queued.append(task.capability_required)
-    workflows.wake_after_commit(db.session, queued)
+        enter_queue(task, results if references[task.id] else None, at, enqueued_at=enqueued_at)
 
 
 def last_dependency_finished(task_ids: list[str]) -> dict[str, datetime]:

@@ -10,22 +10,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.lib.clock import epoch_micros, utcnow
 from app.lib.tokens import new_id
 from app.models import (
-    Agent,
+    ROUTABLE_TASKS,
     AgentStatus,
-    AttemptOutcome,
-    Capability,
     Role,
     Task,
-    TaskAttempt,
     TaskStatus,
 )
+from app.services import routing
 from app.services.attempts import open_attempt, stop_notices
 from app.services.errors import Conflict, InvalidInput, NotFound, NotPermitted
 from app.services.principal import Principal, require_agent
@@ -155,7 +152,6 @@ def submit_task(
     task = build_task(principal, fields, now=now)
     task.idempotency_key = idempotency_key
     task.request_hash = fingerprint if idempotency_key else None
-    queued = task.status == TaskStatus.PENDING  # not BLOCKED: claimable once committed
     try:
         db.session.commit()
     except IntegrityError:
@@ -166,8 +162,6 @@ def submit_task(
             if existing:
                 return existing[0], False
         raise
-    if queued:
-        wakeups.notify([task.capability_required])
     return task, True
 
 
@@ -299,7 +293,6 @@ def submit_batch(
             f"{len(outcome.failed)} of {len(items)} tasks are invalid; nothing was created",
             details,
         )
-    queued = [t.capability_required for _, t in outcome.submitted if t.status == TaskStatus.PENDING]
     try:
         db.session.commit()
     except IntegrityError:
@@ -308,66 +301,27 @@ def submit_batch(
         if not idempotency_key:
             raise
         return submit_batch(principal, items, atomic=atomic, idempotency_key=idempotency_key)
-    wakeups.notify(queued)
     return outcome
 
 
-def claimable(capabilities: Sequence[str], now: datetime) -> list[ColumnElement[bool]]:
-    """PENDING tasks of these capabilities whose retry delay is over and that have not expired."""
-    return [
-        Task.status == TaskStatus.PENDING,
-        Task.capability_required.in_(capabilities),
-        (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= now),
-        (Task.expires_at.is_(None)) | (Task.expires_at > now),
-    ]
+def lock_assigned(agent_id: str, limit: int, now: datetime) -> list[Task]:
+    """Up to ``limit`` tasks routed to this agent, locked, in queue order.
 
-
-def failed_by(agent_id: str) -> ColumnElement[bool]:
-    """The task has an attempt by this agent that ended through the agent's fault."""
-    return (
-        db.select(TaskAttempt.id)
-        .where(
-            TaskAttempt.task_id == Task.id,
-            TaskAttempt.agent_id == agent_id,
-            TaskAttempt.outcome.in_(AttemptOutcome.AGENT_FAULT),
-        )
-        .exists()
-    )
-
-
-def lock_claimable(conditions: list[ColumnElement[bool]], limit: int) -> list[tuple[str, str]]:
-    """Lock up to ``limit`` matching tasks in queue order: (id, capability) pairs.
-
-    SKIP LOCKED: concurrent claimers pass over rows being claimed instead of waiting on
-    them, and no row can be handed out twice (SQLite: one writer at a time).
+    SKIP LOCKED: a task being cancelled or routed again right now is left to that writer.
     """
-    return [
-        (row.id, row.capability_required)
-        for row in db.session.execute(
-            db.select(Task.id, Task.capability_required)
-            .where(*conditions)
+    if limit <= 0:
+        return []
+    return list(
+        db.session.scalars(
+            db.select(Task)
+            .where(
+                Task.status == TaskStatus.ASSIGNED,
+                Task.assigned_agent_id == agent_id,
+                (Task.expires_at.is_(None)) | (Task.expires_at > now),
+            )
             .order_by(Task.queue_key)
             .limit(limit)
             .with_for_update(skip_locked=True)
-        )
-    ]
-
-
-def capabilities_with_other_agents(agent_id: str, capabilities: set[str]) -> set[str]:
-    """Capabilities that another live agent with a free slot could run."""
-    if not capabilities:
-        return set()
-    return set(
-        db.session.scalars(
-            db.select(Capability.name)
-            .join(Agent, Agent.id == Capability.agent_id)
-            .where(
-                Capability.name.in_(capabilities),
-                Agent.id != agent_id,
-                Agent.status != AgentStatus.INACTIVE,
-                Agent.active_tasks < Agent.max_concurrent_tasks,
-            )
-            .distinct()
         )
     )
 
@@ -378,13 +332,12 @@ def claim_tasks(
     max_tasks: int,
     *,
     now: datetime | None = None,
-    nudge_others: bool = True,
 ) -> list[Task]:
-    """Hand up to ``max_tasks`` PENDING tasks to this agent, within its free slots.
+    """Start up to ``max_tasks`` of the tasks routed to this agent, within its free slots.
 
-    A retry prefers an agent that has not failed the task: this agent takes a task it
-    failed before only when no other live agent with a free slot has the capability (and
-    with ``nudge_others`` wakes one of those agents instead).
+    Tasks wait unassigned when no agent had a free slot as they became claimable. A claim
+    that finds such work (and room for it, or reservations queued behind it) routes it
+    first, which may hand some of it to better candidates, who are woken.
     """
     pinned = now is not None
     now = now or utcnow()
@@ -396,30 +349,22 @@ def claim_tasks(
         raise Conflict(f"agent {agent_id!r} is INACTIVE: send a heartbeat before claiming")
     slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
     capabilities = agent.capability_names
-    if slots <= 0 or not capabilities:
+    if slots <= 0:
         db.session.rollback()
         return []
-    base = claimable(capabilities, now)
-    picked = lock_claimable([*base, (Task.attempt == 0) | ~failed_by(agent.id)], slots)
-    left_for_others: list[str] = []
-    if len(picked) < slots:
-        taken = [tid for tid, _ in picked]
-        again = lock_claimable(
-            [*base, Task.attempt > 0, failed_by(agent.id), Task.id.not_in(taken)],
-            slots - len(picked),
-        )
-        others = capabilities_with_other_agents(agent.id, {cap for _, cap in again})
-        picked += [(tid, cap) for tid, cap in again if cap not in others]
-        if nudge_others:
-            left_for_others = [cap for _, cap in again if cap in others]
-    if not picked:
-        db.session.rollback()
-        wakeups.notify(left_for_others)  # after the rollback, so the rows are free to take
+    tasks = lock_assigned(agent.id, slots, now)
+    waiting = routing.best_waiting(capabilities, now)
+    if waiting is not None and (len(tasks) < slots or waiting < tasks[-1].queue_key):
+        # Work waits unassigned, or better work than this agent's reservations: give those
+        # back and route again in queue order, so no task starts before a better one.
+        routing.give_back(agent.id, waiting, now)
+        routing.route(capabilities, now)
+        db.session.info.pop(ROUTABLE_TASKS, None)  # routed just now: no second pass at commit
+        tasks = lock_assigned(agent.id, slots, now)
+    if not tasks:
+        db.session.commit()  # keeps what routing decided for the others
         return []
-    ids = [tid for tid, _ in picked]
-    tasks = list(
-        db.session.scalars(db.select(Task).where(Task.id.in_(ids)).order_by(Task.queue_key))
-    )
+    tasks.sort(key=lambda t: t.queue_key)
     actor = f"agent:{agent.id}"
     # Stamp the claim after the rows are locked: a task is visible only once its submit
     # committed, so claimed_at can never precede its created_at.
@@ -435,7 +380,6 @@ def claim_tasks(
         )
     agent.active_tasks += len(tasks)
     db.session.commit()
-    wakeups.notify(left_for_others)
     return tasks
 
 
@@ -454,21 +398,18 @@ def claim_tasks_waiting(
         return tasks
     while True:
         agent = require_agent(principal, agent_id)
-        capabilities = agent.capability_names
         full = agent.active_tasks >= agent.max_concurrent_tasks
         db.session.rollback()  # hold no transaction or lock while waiting
         if full:
-            return []  # a full agent must not take wake-ups meant for agents with room
-        # Drop tokens the database has just answered for, then look: a task committed
-        # after this look pushes its token after the clear, so the wait below sees it.
-        wakeups.clear(capabilities)
-        # Only the first claim nudges other agents for tasks this one failed before, or a
-        # lone agent would wake itself with its own nudge until the deadline.
-        tasks = claim_tasks(principal, agent_id, max_tasks, nudge_others=False)
+            return []  # nothing can be routed to a full agent
+        # Drop tokens the database has just answered for, then look: a task routed after
+        # this look pushes its token after the clear, so the wait below sees it.
+        wakeups.clear(agent_id)
+        tasks = claim_tasks(principal, agent_id, max_tasks)
         remaining = deadline - clock()
         if tasks or remaining <= 0:
             return tasks
-        wakeups.wait(capabilities, remaining)
+        wakeups.wait(agent_id, remaining)
 
 
 def claim_notices(agent_id: str) -> dict[str, list[str]]:

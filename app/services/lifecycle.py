@@ -1,5 +1,6 @@
 """Background upkeep of the task lifecycle: timeouts, leases, silent agents, forced
-cancels, expiry and due retries. The clock runs ``sweep`` every second through RQ."""
+cancels, expiry, unclaimed assignments and the routing of waiting work. The clock runs
+``sweep`` every second through RQ."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import update
 from app.extensions import db
 from app.lib.clock import utcnow
 from app.models import Agent, AgentStatus, AttemptOutcome, ProcessBeat, Task, TaskStatus
+from app.services import routing
 from app.services.attempts import (
     lateness,
     record_cancellation,
@@ -18,7 +20,6 @@ from app.services.attempts import (
     record_timeout,
 )
 from app.services.settings import settings
-from app.services.wakeups import wakeups
 
 SWEEP_BATCH = 500
 
@@ -38,7 +39,9 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         "leases_expired": expire_leases(now),
         "cancels_forced": force_cancellations(now),
         "expired": expire_waiting_tasks(now),
-        "retries_due": wake_due_retries(now),
+        "reassigned": reassign_unclaimed(now),
+        # Work no agent had room for, and retries whose delay is over.
+        "routed": route_backlog(now),
     }
 
 
@@ -131,22 +134,18 @@ def retire_silent_agents(now: datetime) -> int:
             db.session.rollback()
             continue
         deadline = last_heartbeat + silence if last_heartbeat else None
-        capabilities = []
         for task in tasks:
             if task.status == TaskStatus.ASSIGNED:
-                task.assigned_agent_id = None
-                task.transition(
-                    TaskStatus.PENDING,
+                routing.unassign(
+                    task,
                     actor="system:heartbeat",
                     now=now,
-                    reason="agent lost before it started: back to the queue",
+                    reason="agent lost before it started: routed again",
                     data={"agent_id": agent_id, **lateness(deadline, now)},
                 )
             else:
                 lose_attempt(task, "agent lost: no heartbeat", now, deadline)
-            capabilities.append(task.capability_required)
         db.session.commit()
-        wakeups.notify(capabilities)
         retired += 1
     return retired
 
@@ -185,22 +184,39 @@ def expire_waiting_tasks(now: datetime) -> int:
     return len(tasks)
 
 
-def wake_due_retries(now: datetime, window_seconds: float = 2.0) -> int:
-    """Nudge long-polling agents when a retry delay has just ended."""
-    capabilities = set(
-        db.session.scalars(
-            db.select(Task.capability_required)
-            .where(
-                Task.next_retry_at > now - timedelta(seconds=window_seconds),
-                Task.next_retry_at <= now,
-                Task.status == TaskStatus.PENDING,
-            )
-            .distinct()
-        )
+def reassign_unclaimed(now: datetime) -> int:
+    """Tasks routed to an agent that has not claimed them in time are routed again (to
+    another agent when one can take them)."""
+    timeout = settings.routing_claim_timeout_seconds
+    tasks = locked_overdue(
+        Task.status == TaskStatus.ASSIGNED,
+        Task.assigned_at < now - timedelta(seconds=timeout),
     )
+    for task in tasks:
+        routing.unassign(
+            task,
+            actor="system:router",
+            now=now,
+            reason=f"not claimed within {timeout}s: routed again",
+            data={
+                "agent_id": task.assigned_agent_id,
+                **lateness(task.assigned_at + timedelta(seconds=timeout), now),
+            },
+        )
+    db.session.commit()
+    return len(tasks)
+
+
+def route_backlog(now: datetime) -> int:
+    """Route the claimable tasks still unassigned, one capability per transaction; returns
+    how many were assigned."""
+    capabilities = routing.backlog_capabilities(now)
     db.session.rollback()
-    wakeups.notify(capabilities)
-    return len(capabilities)
+    assigned = 0
+    for capability in capabilities:
+        assigned += len(routing.route([capability], now))
+        db.session.commit()
+    return assigned
 
 
 def record_process_beat(name: str, info: dict[str, Any], now: datetime | None = None) -> None:

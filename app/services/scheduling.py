@@ -39,7 +39,6 @@ from app.services.errors import Conflict, DomainError, InvalidInput, NotFound, i
 from app.services.principal import Principal, schedule_runner
 from app.services.settings import settings
 from app.services.templates import DEFAULTS, task_fields_from_template, visible_template
-from app.services.wakeups import wakeups
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +233,6 @@ def fire_due(now: datetime | None = None, limit: int = 1000) -> FireResult:
             result.fired += len(made)
             result.skipped += skipped
         db.session.commit()
-        wakeups.notify({t.capability_required for t in tasks})
     return result
 
 
@@ -286,7 +284,6 @@ def fire_schedule(schedule_id: str, now: datetime) -> tuple[int, int]:
         return 0, 0
     made, skipped = fire_locked(schedule, now, now)
     db.session.commit()
-    wakeups.notify({t.capability_required for t in made})
     return len(made), skipped
 
 
@@ -682,7 +679,6 @@ def run_now(
     schedule.last_run_at = now
     schedule.updated_at = now
     db.session.commit()
-    wakeups.notify([task.capability_required])
     execution = db.session.scalars(
         db.select(ScheduleExecution).where(ScheduleExecution.task_id == task.id)
     ).one()

@@ -20,6 +20,11 @@ class DispatchSettings:
     cancel_grace_seconds: int = 30
     idempotency_ttl_seconds: int = 86400
     schedule_misfire_grace_seconds: int = 15
+    poison_agent_count: int = 3
+    routing_default_strategy: str = "round_robin"
+    routing_claim_timeout_seconds: int = 30
+    routing_probe_rate: float = 0.1
+    routing_very_low_trust: str = "last_resort"
 
     def configure(self, config: Mapping[str, Any]) -> None:
         self.aging_seconds_per_level = config["AGING_SECONDS_PER_LEVEL"]
@@ -31,6 +36,11 @@ class DispatchSettings:
         self.cancel_grace_seconds = config["CANCEL_GRACE_SECONDS"]
         self.idempotency_ttl_seconds = config["IDEMPOTENCY_TTL_SECONDS"]
         self.schedule_misfire_grace_seconds = config["SCHEDULE_MISFIRE_GRACE_SECONDS"]
+        self.poison_agent_count = config["POISON_AGENT_COUNT"]
+        self.routing_default_strategy = config["ROUTING_DEFAULT_STRATEGY"]
+        self.routing_claim_timeout_seconds = config["ROUTING_CLAIM_TIMEOUT_SECONDS"]
+        self.routing_probe_rate = config["ROUTING_PROBE_PERCENT"] / 100
+        self.routing_very_low_trust = config["ROUTING_VERY_LOW_TRUST"]
 
     @property
     def lease_seconds(self) -> int:

@@ -44,7 +44,6 @@ from app.services.dispatch import (
 )
 from app.services.errors import Conflict, InvalidInput, NotFound, invalid
 from app.services.principal import Principal
-from app.services.wakeups import wakeups
 
 # Violations reported for one document; past this the rest are summed up in the message.
 MAX_VIOLATIONS = 50
@@ -540,5 +539,4 @@ def submit_from_template(
                 [{"field": "Idempotency-Key", "message": "reused with a different body"}],
             ) from None
         raise
-    wakeups.notify([task.capability_required])
     return task, True

@@ -10,15 +10,13 @@ sweep in between, and a rolled-back transaction leaves nothing behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.models import FINISHED_TASKS, Task
 
-# Session.info key: capabilities whose claimers to wake once the transaction commits.
-WAKE_CAPABILITIES = "ains_wake_capabilities"
 # A cascade deeper than this is a bug (the graph is acyclic by construction).
 MAX_ROUNDS = 10_000
 
@@ -30,15 +28,6 @@ def reaction(func: Reaction) -> Reaction:
     """Register ``func(finished_tasks)`` to run before each commit that finished tasks."""
     REACTIONS.append(func)
     return func
-
-
-def wake_after_commit(session: Session, capabilities: Iterable[str]) -> None:
-    """Wake the claimers of these capabilities once (and only if) the transaction commits.
-
-    One entry per task, as ``wakeups.notify``: 500 tasks released at once wake up to 500
-    waiting claimers, not one.
-    """
-    session.info.setdefault(WAKE_CAPABILITIES, []).extend(capabilities)
 
 
 def settle(session: Session) -> None:
@@ -57,23 +46,22 @@ def settle(session: Session) -> None:
 def _before_commit(session: Session) -> None:
     if session.info.get(FINISHED_TASKS):
         settle(session)
+    # Then the tasks that became claimable (released dependents included) are routed.
+    routing.route_recorded(session)
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    capabilities = session.info.pop(WAKE_CAPABILITIES, None)
-    if capabilities:
-        from app.services.wakeups import wakeups
-
-        wakeups.notify(capabilities)
+    wakeups.notify_agents(routing.winners_committed(session))
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    # What a rolled-back transaction finished never happened.
+    # What a rolled-back transaction finished or routed never happened.
     session.info.pop(FINISHED_TASKS, None)
-    session.info.pop(WAKE_CAPABILITIES, None)
+    routing.forget(session)
 
 
 # The modules whose reactions register on import (after REACTIONS exists: they import us).
-from app.services import chains, dependencies  # noqa: E402,F401
+from app.services import chains, dependencies, routing  # noqa: E402,F401
+from app.services.wakeups import wakeups  # noqa: E402

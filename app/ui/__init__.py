@@ -13,6 +13,7 @@ from app.ui import (  # noqa: E402,F401
     dead_letter,
     errors,
     formatting,
+    routing,
     schedules,
     task_templates,
     tasks,

@@ -154,12 +154,14 @@ def test_it_stops_a_timed_out_task_without_reporting_on_it(
         final = tasks.get(task_id)
         assert [(e["to_status"], e["actor"]) for e in final["events"]] == [
             ("PENDING", "client:client-1"),
+            ("ASSIGNED", "system:router"),
             ("ACTIVE", f"agent:{agent_id}"),
             ("FAILED", "system:timeout"),
         ]
         assert [(a["outcome"], a["ended_by"]) for a in final["attempts"]] == [
             ("timed_out", "system:timeout")
         ]
+        assert final["assigned_agent_id"] == agent_id
         assert_agent_is_free(tasks, agent)
     finally:
         assert agent.stop() == 0, agent.output()

@@ -48,12 +48,14 @@ class World:
 @pytest.fixture
 def world(api: Api, personas: Personas) -> World:
     agent_id, agent = api.register_agent(personas.fleet, slots=5)
-    other_agent_id, other_agent = api.register_agent(personas.other_fleet)
     completed = api.submit(personas.client)["task_id"]
     assert [t["task_id"] for t in api.claim(agent_id, agent)] == [completed]
     assert api.post(f"/ains/tasks/{completed}/complete", agent, json={}).status_code == 200
     active = api.submit(personas.client)["task_id"]
     assert [t["task_id"] for t in api.claim(agent_id, agent)] == [active]
+    # Registered once the tasks are held: with the same capability it would otherwise be
+    # routed its turn of them.
+    other_agent_id, other_agent = api.register_agent(personas.other_fleet)
     pending = api.submit(personas.client, capability_required="idle-v1")["task_id"]
     foreign = api.submit(personas.other_client, capability_required="idle-v1")["task_id"]
     return World(

@@ -12,7 +12,10 @@ from tests.conftest import Api, Personas
 
 def test_it_cancels_a_pending_task(app: Flask, api: Api, personas: Personas) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
-    task_id = api.submit(personas.client)["task_id"]
+    submitted = api.submit(personas.client)
+    task_id = submitted["task_id"]
+    # Waiting, routed to the agent but not claimed yet.
+    assert (submitted["status"], submitted["assigned_agent_id"]) == ("ASSIGNED", agent_id)
     before = datetime.now(UTC)
     response = api.post(
         f"/ains/tasks/{task_id}/cancel", personas.client, json={"reason": "no longer needed"}
@@ -27,7 +30,7 @@ def test_it_cancels_a_pending_task(app: Flask, api: Api, personas: Personas) -> 
 
     events = api.get(f"/ains/tasks/{task_id}", personas.client).get_json()["events"]
     last = events[-1]
-    assert (last["from_status"], last["to_status"]) == ("PENDING", "CANCELLED")
+    assert (last["from_status"], last["to_status"]) == ("ASSIGNED", "CANCELLED")
     assert last["actor"] == "client:client-1" and last["reason"] == "no longer needed"
 
 

@@ -58,8 +58,14 @@ def assert_cancelled_now(api: Api, personas: Personas, task_id: str, from_status
 def test_it_cancels_a_pending_task_at_once(app: Flask, api: Api, personas: Personas) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
     with time_machine.travel(T0, tick=False):
-        task_id = api.submit(personas.client)["task_id"]
+        busy = api.submit(personas.client)["task_id"]  # holds the agent's only slot
+        waiting = api.submit(personas.client)
+    task_id = waiting["task_id"]
+    assert (waiting["status"], waiting["assigned_agent_id"]) == ("PENDING", None)
     assert_cancelled_now(api, personas, task_id, "PENDING")
+    # Once the slot is free, the cancelled task is not routed to the agent.
+    assert [t["task_id"] for t in api.claim(agent_id, agent)] == [busy]
+    assert report(api, agent, busy, "complete").status_code == 200
     assert api.claim(agent_id, agent) == []
 
 

@@ -117,14 +117,19 @@ def test_requeue_by_ids_resets_retries_and_keeps_the_history(
             "remaining": 0,
         }
         shown = detail(api, personas.client, task_id)
-        assert shown["status"] == "PENDING"
+        # Back in the queue, and routed at once to the only agent that can take it.
+        assert shown["status"] == "ASSIGNED"
         assert shown["retry_count"] == 0 and shown["next_retry_at"] is None
-        assert shown["completed_at"] is None and shown["assigned_agent_id"] is None
+        assert shown["completed_at"] is None and shown["assigned_agent_id"] == agent_id
         assert shown["last_error"] == "second"
         assert [a["error"] for a in shown["attempts"]] == ["first", "second"]
-        last = shown["events"][-1]
-        assert (last["from_status"], last["to_status"]) == ("FAILED", "PENDING")
-        assert last["actor"] == "client:client-1" and last["data"] == {"last_error": "second"}
+        requeued, routed = shown["events"][-2:]
+        assert (requeued["from_status"], requeued["to_status"]) == ("FAILED", "PENDING")
+        assert requeued["actor"] == "client:client-1"
+        assert requeued["data"] == {"last_error": "second"}
+        assert (routed["from_status"], routed["to_status"]) == ("PENDING", "ASSIGNED")
+        assert routed["actor"] == "system:router"
+        assert routed["data"]["routing"]["winner"] == agent_id
         assert dead_ids(api, personas.client) == []
         # Claimable at once, as attempt 3, with a fresh retry to spend.
         [again] = api.claim(agent_id, key)
@@ -183,7 +188,12 @@ def test_requeue_by_filter_takes_only_matching_failed_tasks(
     assert result["action"] == "requeue"
     assert sorted(result["task_ids"]) == sorted(resizes)
     assert result["count"] == 2 and result["remaining"] == 0 and result["skipped"] == []
-    assert {load(app, Task, t).status for t in resizes} == {"PENDING"}
+    # Back in the queue: the agent's one slot takes one of them, the other waits for it.
+    requeued = sorted((load(app, Task, t) for t in resizes), key=lambda t: t.status)
+    assert [(t.status, t.assigned_agent_id) for t in requeued] == [
+        ("ASSIGNED", agent[0]),
+        ("PENDING", None),
+    ]
     assert {load(app, Task, t).status for t in reports + theirs} == {"FAILED"}
 
 

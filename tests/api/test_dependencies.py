@@ -37,6 +37,7 @@ def test_it_holds_a_dependent_back_until_its_dependency_completes(
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
     first = api.submit(personas.client)
+    assert (first["status"], first["assigned_agent_id"]) == ("ASSIGNED", agent_id)
     second = api.submit(
         personas.client,
         depends_on=[first["task_id"]],
@@ -57,7 +58,7 @@ def test_it_holds_a_dependent_back_until_its_dependency_completes(
     assert deps == {
         "task_id": second["task_id"],
         "pending_dependencies": 1,
-        "dependencies": [{"task_id": first["task_id"], "status": "PENDING", "blocking": True}],
+        "dependencies": [{"task_id": first["task_id"], "status": "ASSIGNED", "blocking": True}],
     }
     dependents = get(api, personas.client, f"/ains/tasks/{first['task_id']}/dependents")
     DependentsOut.model_validate(dependents)
@@ -68,9 +69,15 @@ def test_it_holds_a_dependent_back_until_its_dependency_completes(
 
     complete(api, agent_id, agent, first["task_id"], report={"lines": ["all good", "x"]})
     released = get(api, personas.client, f"/ains/tasks/{second['task_id']}")
-    assert released["status"] == "PENDING" and released["pending_dependencies"] == 0
+    # Released, then routed at once to the agent (its slot is free again).
+    assert released["status"] == "ASSIGNED" and released["pending_dependencies"] == 0
+    assert released["assigned_agent_id"] == agent_id
     assert released["input_data"] == {"summary": "all good"}
-    assert released["events"][-1]["reason"] == "dependencies completed"
+    unblocked, routed = released["events"][-2:]
+    assert (unblocked["from_status"], unblocked["to_status"]) == ("BLOCKED", "PENDING")
+    assert unblocked["reason"] == "dependencies completed"
+    assert (routed["from_status"], routed["to_status"]) == ("PENDING", "ASSIGNED")
+    assert routed["actor"] == "system:router"
     deps = get(api, personas.client, f"/ains/tasks/{second['task_id']}/dependencies")
     assert deps["dependencies"][0] == {
         "task_id": first["task_id"],
@@ -144,7 +151,7 @@ def test_a_batch_passes_outputs_between_its_items_by_index(
     body = response.get_json()
     BatchOut.model_validate(body)
     ids = [s["task_id"] for s in body["submitted"]]
-    assert [s["status"] for s in body["submitted"]] == ["PENDING", "BLOCKED", "BLOCKED"]
+    assert [s["status"] for s in body["submitted"]] == ["ASSIGNED", "BLOCKED", "BLOCKED"]
     stored = get(api, personas.client, f"/ains/tasks/{ids[1]}")
     assert stored["input_data"] == {"prev": {"$from": ids[0], "path": "n"}}  # @0 → its id
     assert stored["depends_on"] == [ids[0]]
@@ -224,11 +231,13 @@ def test_a_failure_cancels_everything_downstream(app: Flask, api: Api, personas:
         assert task["status"] == "CANCELLED"
         assert task["cancellation_reason"] == f"dependency {cause} failed"
         assert task["cancelled_by"] == "system"
-    assert get(api, personas.client, f"/ains/tasks/{stubborn}")["status"] == "PENDING"
+    # Released to run anyway, and routed at once to the agent (the failure freed its slot).
+    released = get(api, personas.client, f"/ains/tasks/{stubborn}")
+    assert (released["status"], released["assigned_agent_id"]) == ("ASSIGNED", agent_id)
     dependents = get(api, personas.client, f"/ains/tasks/{child}/dependents")
     assert {(d["status"], d["blocking"]) for d in dependents["dependents"]} == {
         ("CANCELLED", False),
-        ("PENDING", False),
+        ("ASSIGNED", False),
     }
 
 

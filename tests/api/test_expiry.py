@@ -59,12 +59,14 @@ def test_an_expired_task_is_never_claimed_even_before_the_sweep(
 ) -> None:
     with time_machine.travel(T0, tick=False) as clock:
         agent_id, agent = api.register_agent(personas.fleet)
-        task_id = api.submit(personas.client, expires_in_seconds=10)["task_id"]
+        submitted = api.submit(personas.client, expires_in_seconds=10)
+        task_id = submitted["task_id"]
+        assert (submitted["status"], submitted["assigned_agent_id"]) == ("ASSIGNED", agent_id)
         clock.shift(timedelta(seconds=10))
-        # expires_at is the first instant it may no longer be claimed.
+        # expires_at is the first instant it may no longer be claimed, even by its agent.
         with unchanged(app):
             assert api.claim(agent_id, agent) == []
-    assert load(app, Task, task_id).status == "PENDING"
+    assert load(app, Task, task_id).status == "ASSIGNED"
     sweep_at(app, T0 + timedelta(seconds=11))
     assert load(app, Task, task_id).status == "EXPIRED"
     with time_machine.travel(T0 + timedelta(seconds=12), tick=False):

@@ -185,6 +185,10 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
     )
     running = claimed[2]["task_id"]
     api.post(f"/ains/tasks/{running}/cancel", personas.client, json={"reason": "stop it"})
+    # The agent confirms it stopped (the task ends CANCELLED): its failure above put it on
+    # probation (low trust: one task at a time), so the requeued task is routed to it only
+    # once it holds nothing.
+    api.post(f"/ains/tasks/{running}/fail", agent, json={"error_message": "stopped"})
     api.get("/ains/dead-letter", personas.client)
     api.post("/ains/dead-letter/requeue", personas.client, json={"task_ids": [failed]})
     claimed_again = api.claim(agent_id, agent, max_tasks=1)
@@ -209,6 +213,8 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
     exercise_chains(api, personas)
     exercise_templates(api, personas)
     exercise_dependencies(api, personas)
+    exercise_trust(api, personas, agent_id, agent)
+    exercise_routing(api, personas)
     # Errors of every documented kind.
     api.get("/ains/tasks")
     api.post("/ains/tasks", personas.fleet, json={})
@@ -319,8 +325,7 @@ def test_it_serialises_real_rows_in_every_state_as_the_models_say(
             "price": 0,
         },
     )
-    api.post(f"/ains/agents/{agent_id}/heartbeat", agent, json={"status": "DEGRADED"})
-    ids = [api.submit(personas.client, input_data={"i": i})["task_id"] for i in range(4)]
+    ids = [api.submit(personas.client, input_data={"i": i})["task_id"] for i in range(5)]
     api.submit(personas.client, capability_required="idle-v1")
     claimed = [t["task_id"] for t in api.claim(agent_id, agent, max_tasks=3)]
     api.post(f"/ains/tasks/{claimed[0]}/complete", agent, json={"result_data": {"n": 1.5}})
@@ -328,10 +333,13 @@ def test_it_serialises_real_rows_in_every_state_as_the_models_say(
         f"/ains/tasks/{claimed[1]}/fail", agent, json={"error_message": "e", "retryable": False}
     )
     api.post(f"/ains/tasks/{ids[3]}/cancel", personas.client, json={"reason": "r"})
+    # After the claim: a DEGRADED agent is BUSY, and a BUSY agent is routed no new tasks.
+    api.post(f"/ains/agents/{agent_id}/heartbeat", agent, json={"status": "DEGRADED"})
     with app.app_context():
         tasks = db.session.scalars(db.select(Task)).all()
         assert {t.status for t in tasks} == {
             "PENDING",
+            "ASSIGNED",
             "ACTIVE",
             "COMPLETED",
             "FAILED",
@@ -519,3 +527,68 @@ def exercise_dependencies(api: RecordingApi, personas: Personas) -> None:
     )
     api.get(f"/ains/tasks/{blocked}/dependencies", personas.other_client)
     api.get(f"/ains/tasks/{first}/dependents", personas.client, query_string={"limit": 0})
+
+
+def exercise_trust(api: RecordingApi, personas: Personas, agent_id: str, agent: Persona) -> None:
+    """Trust, leaderboard and adjustment, with their success and error outcomes."""
+    api.post(
+        f"/ains/agents/{agent_id}/trust/adjust",
+        personas.admin,
+        json={"delta": -0.1, "reason": "flaky"},
+    )
+    api.get(f"/ains/agents/{agent_id}/trust", agent, query_string={"limit": 5})
+    api.get("/ains/agents/leaderboard", personas.client, query_string={"limit": 10})
+    # Errors.
+    api.post(f"/ains/agents/{agent_id}/trust/adjust", agent, json={"delta": 0.1, "reason": "me"})
+    api.post(
+        f"/ains/agents/{agent_id}/trust/adjust", personas.admin, json={"delta": 0, "reason": "x"}
+    )
+    api.post(
+        "/ains/agents/agent_nope/trust/adjust", personas.admin, json={"delta": 1, "reason": "x"}
+    )
+    api.get(f"/ains/agents/{agent_id}/trust", personas.other_fleet)
+    api.get("/ains/agents/leaderboard", personas.client, query_string={"limit": 501})
+
+
+def exercise_routing(api: RecordingApi, personas: Personas) -> None:
+    """Strategies, the routing dry run and per-capability defaults, with their errors."""
+    routing = "/ains/routing"
+    api.get(f"{routing}/strategies", personas.client)
+    api.post(f"{routing}/test", personas.client, json={"capability_required": "report-v1"})
+    api.post(
+        f"{routing}/test",
+        personas.admin,
+        json={"capability_required": "idle-v1", "strategy": "least_loaded"},
+    )
+    api.call(
+        "PUT",
+        f"{routing}/capabilities/report-v1",
+        personas.admin,
+        json={"default_strategy": "least_loaded"},
+    )
+    api.get(f"{routing}/capabilities", personas.admin)
+    api.call(
+        "PUT", f"{routing}/capabilities/report-v1", personas.admin, json={"default_strategy": None}
+    )
+    # Errors.
+    api.get(f"{routing}/strategies")
+    api.post(f"{routing}/test", personas.fleet, json={"capability_required": "report-v1"})
+    api.post(
+        f"{routing}/test",
+        personas.client,
+        json={"capability_required": "report-v1", "strategy": "dice"},
+    )
+    api.post(f"{routing}/test", personas.client, data=b"{", content_type="application/json")
+    api.call(
+        "PUT",
+        f"{routing}/capabilities/report-v1",
+        personas.client,
+        json={"default_strategy": "least_loaded"},
+    )
+    api.call(
+        "PUT",
+        f"{routing}/capabilities/report-v1",
+        personas.admin,
+        json={"default_strategy": "dice"},
+    )
+    api.call("PUT", f"{routing}/capabilities/report-v1", personas.admin, json={})

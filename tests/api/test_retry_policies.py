@@ -57,6 +57,8 @@ def test_it_waits_each_policy_delay_then_fails_for_good_with_the_whole_history(
             assert body["last_error"] == f"boom {n}"
             assert parse_time(body["next_retry_at"]) == failed_at + timedelta(seconds=delay)
             clock.shift(timedelta(seconds=delay) - timedelta(milliseconds=1))
+            # Kept fresh (routing skips agents silent for a lease): only the delay holds it.
+            beat(api, agent_id, agent)
             assert api.claim(agent_id, agent) == [], f"claimable before retry {n + 1} is due"
             clock.shift(timedelta(milliseconds=1))
         [claimed] = api.claim(agent_id, agent)
@@ -164,6 +166,8 @@ def test_retry_after_seconds_replaces_the_policy_delay_without_jitter(
         assert body["status"] == "PENDING" and body["retry_count"] == 1
         assert parse_time(body["next_retry_at"]) == T0 + timedelta(seconds=42.5)
         clock.shift(timedelta(seconds=42.4))
+        # Kept fresh (routing skips agents silent for a lease): only the delay holds it.
+        beat(api, agent_id, agent)
         assert api.claim(agent_id, agent) == []
         clock.shift(timedelta(seconds=0.1))
         assert [t["attempt"] for t in api.claim(agent_id, agent)] == [2]

@@ -155,7 +155,8 @@ def test_an_agent_that_never_held_the_task_gets_404_whatever_attempt_it_names(
         task_id, _, first = running(api, personas, name="first", retry_policy="fixed")
         fail(api, first, task_id)
         clock.shift(timedelta(seconds=10))
-        _, stranger = api.register_agent(personas.other_fleet, name="stranger")
+        # Another capability: the retry, due now, cannot be routed to it.
+        _, stranger = api.register_agent(personas.other_fleet, ("scan-v1",), name="stranger")
         with unchanged(app):
             for attempt in (1, 2):
                 response = report(api, stranger, task_id, "complete", attempt=attempt)

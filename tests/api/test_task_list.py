@@ -77,17 +77,20 @@ def test_it_filters_by_every_field(api: Api, personas: Personas) -> None:
 
     assert ids(api, admin) == [other, translate, report_lo, report_hi]
     assert ids(api, admin, status="ACTIVE") == [translate, report_hi]
-    assert ids(api, admin, status="PENDING") == [other, report_lo]
+    assert ids(api, admin, status="ASSIGNED") == [report_lo]  # routed to agent a, unclaimed
+    assert ids(api, admin, status="PENDING") == [other]  # no agent offers idle-v1
     assert ids(api, admin, client_id="client-2") == [other]
     assert ids(api, admin, capability="report-v1") == [report_lo, report_hi]
-    assert ids(api, admin, agent_id=agent_a) == [report_hi]
+    assert ids(api, admin, agent_id=agent_a) == [report_lo, report_hi]
+    assert ids(api, admin, agent_id=agent_b) == [translate]
     assert ids(api, admin, priority=2) == [report_lo]
     after = (T0 + timedelta(minutes=30)).isoformat()
     before = (T0 + timedelta(minutes=150)).isoformat()
     assert ids(api, admin, created_after=after) == [other, translate, report_lo]
     assert ids(api, admin, created_before=before) == [translate, report_lo, report_hi]
     assert ids(api, admin, created_after=after, created_before=before) == [translate, report_lo]
-    assert ids(api, admin, status="PENDING", capability="report-v1", priority=2) == [report_lo]
+    assert ids(api, admin, status="ASSIGNED", capability="report-v1", priority=2) == [report_lo]
+    assert ids(api, admin, status="PENDING", capability="report-v1") == []
     assert ids(api, admin, status="COMPLETED") == []
     # created_after is inclusive, created_before exclusive.
     assert ids(api, admin, created_after=T0.isoformat(), created_before=T0.isoformat()) == []
@@ -104,15 +107,16 @@ def test_it_shows_clients_only_their_own_tasks(api: Api, personas: Personas) -> 
 
 
 def test_it_shows_agent_keys_only_their_agents_tasks(api: Api, personas: Personas) -> None:
-    agent_a, key_a = api.register_agent(personas.fleet, slots=5, name="a")
-    agent_b, key_b = api.register_agent(personas.fleet, slots=5, name="b")
-    agent_c, key_c = api.register_agent(personas.other_fleet, slots=5, name="c")
+    # One capability each, so each task is routed to the agent meant to run it.
+    agent_a, key_a = api.register_agent(personas.fleet, ("report-v1",), slots=5, name="a")
+    agent_b, key_b = api.register_agent(personas.fleet, ("resize-v1",), slots=5, name="b")
+    agent_c, key_c = api.register_agent(personas.other_fleet, ("scan-v1",), slots=5, name="c")
     task_a = api.submit(personas.client)["task_id"]
-    assert len(api.claim(agent_a, key_a)) == 1
-    task_b = api.submit(personas.client)["task_id"]
-    assert len(api.claim(agent_b, key_b)) == 1
-    task_c = api.submit(personas.other_client)["task_id"]
-    assert len(api.claim(agent_c, key_c)) == 1
+    assert [t["task_id"] for t in api.claim(agent_a, key_a)] == [task_a]
+    task_b = api.submit(personas.client, capability_required="resize-v1")["task_id"]
+    assert [t["task_id"] for t in api.claim(agent_b, key_b)] == [task_b]
+    task_c = api.submit(personas.other_client, capability_required="scan-v1")["task_id"]
+    assert [t["task_id"] for t in api.claim(agent_c, key_c)] == [task_c]
     unassigned = api.submit(personas.client, capability_required="idle-v1")["task_id"]
 
     assert ids(api, key_a) == [task_a]

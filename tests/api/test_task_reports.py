@@ -82,12 +82,18 @@ def test_it_refuses_reports_on_a_finished_task_and_changes_nothing(
 
 def test_it_refuses_to_complete_a_cancelled_task(app: Flask, api: Api, personas: Personas) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
-    task = api.submit(personas.client)
-    api.post(f"/ains/tasks/{task['task_id']}/cancel", personas.client, json={})
+    routed = api.submit(personas.client)["task_id"]  # takes the agent's only slot
+    waiting = api.submit(personas.client)
+    assert waiting["status"] == "PENDING" and waiting["assigned_agent_id"] is None
+    for task_id in (waiting["task_id"], routed):
+        api.post(f"/ains/tasks/{task_id}/cancel", personas.client, json={})
     with unchanged(app):
-        response = api.post(f"/ains/tasks/{task['task_id']}/complete", agent, json={})
+        response = api.post(f"/ains/tasks/{waiting['task_id']}/complete", agent, json={})
         # Never assigned to this agent: not its task to report on.
         assert_error(response, 404)
+        # Routed to it, but cancelled before it was claimed: nothing to complete.
+        response = api.post(f"/ains/tasks/{routed}/complete", agent, json={})
+        assert_error(response, 409, "conflict")
     assert api.claim(agent_id, agent) == []
 
 
@@ -140,7 +146,9 @@ def test_it_writes_one_event_per_transition(api: Api, personas: Personas) -> Non
     events = api.get(f"/ains/tasks/{task_id}", personas.client).get_json()["events"]
     assert [(e["from_status"], e["to_status"], e["actor"]) for e in events] == [
         (None, "PENDING", "client:client-1"),
-        ("PENDING", "ACTIVE", f"agent:{agent_id}"),
+        ("PENDING", "ASSIGNED", "system:router"),
+        ("ASSIGNED", "ACTIVE", f"agent:{agent_id}"),
         ("ACTIVE", "COMPLETED", f"agent:{agent_id}"),
     ]
+    assert events[1]["data"]["routing"]["winner"] == agent_id
     assert [e["event_id"] for e in events] == sorted(e["event_id"] for e in events)

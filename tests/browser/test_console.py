@@ -24,7 +24,6 @@ def populate(http: Http, personas: Personas) -> str:
     translator_id, translator = http.register(
         personas.other_fleet.key, "translator", ["translate-v1"], 2
     )
-    http.post(f"/ains/agents/{ocr_id}/heartbeat", ocr, {"status": "DEGRADED", "uptime_ms": 9000})
     client, other = personas.client.key, personas.other_client.key
     work = [
         (client, "quarterly-report", "report-v1", 8, {"quarter": "Q1", "region": "EMEA"}),
@@ -53,6 +52,8 @@ def populate(http: Http, personas: Personas) -> str:
         ocr,
         {"error_message": "page 2 is unreadable", "retryable": False},
     )
+    # Degraded (BUSY) only now: routing gives a busy agent no new work.
+    http.post(f"/ains/agents/{ocr_id}/heartbeat", ocr, {"status": "DEGRADED", "uptime_ms": 9000})
     http.claim(translator_id, translator)  # stays ACTIVE
     http.claim(writer_id, writer)
     for key, t, c, p in [(client, "daily-digest", "summarise-v1", 5)] * 3:
@@ -119,7 +120,7 @@ def test_it_shows_an_api_created_task_in_the_list(
     expect(page.locator("tr[data-task-id]")).to_have_count(11)
     screenshot(page, "tasks")
     page.goto(f"{base}/tasks/{completed}")
-    expect(page.locator(".timeline-item")).to_have_count(3)
+    expect(page.locator(".timeline-item")).to_have_count(4)  # pending, assigned, active, done
     expect(page.locator("tr[data-attempt]")).to_have_count(1)
     page.get_by_role("navigation", name="Main").get_by_role(
         "link", name="Agents", exact=True

@@ -58,12 +58,19 @@ def test_it_completes_the_seed_task_through_the_real_sample_agent(
         assert done["result_data"]["input"] == {"report_type": "sales"}
         assert done["progress"] == 100
         transitions = [(e["from_status"], e["to_status"]) for e in done["events"]]
-        assert transitions == [(None, "PENDING"), ("PENDING", "ACTIVE"), ("ACTIVE", "COMPLETED")]
+        assert transitions == [
+            (None, "PENDING"),
+            ("PENDING", "ASSIGNED"),
+            ("ASSIGNED", "ACTIVE"),
+            ("ACTIVE", "COMPLETED"),
+        ]
         assert [e["actor"] for e in done["events"]] == [
             "client:client-1",
+            "system:router",
             f"agent:{agent_id}",
             f"agent:{agent_id}",
         ]
+        assert done["events"][1]["data"]["routing"]["winner"] == agent_id
         agent.wait_for_line("Result reported successfully")
     finally:
         assert agent.stop() == 0, agent.output()

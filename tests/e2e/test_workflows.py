@@ -4,8 +4,8 @@ A 3-step chain and a diamond (A; B and C after A; D after both, fed their result
 ``$from``) run through the HTTP API and sample agent subprocesses; a failing dependency
 cancels what waits for it, and a failing chain step fails the chain. A wider run of
 diamonds measures, for every dependent, the time from its last dependency's completion to
-its release (BLOCKED → PENDING) and to its claim by a long-polling agent; the percentiles
-are printed and written to test-artifacts/workflow-latency.json.
+its release (BLOCKED → PENDING), to its routing to an agent (PENDING → ASSIGNED) and to
+its claim by that long-polling agent (ASSIGNED → ACTIVE); the percentiles are printed and written to test-artifacts/workflow-latency.json.
 """
 
 from __future__ import annotations
@@ -337,16 +337,25 @@ def test_it_runs_a_diamond_and_feeds_the_join_both_results(api: Api, agents: lis
     assert at(b["claimed_at"]) >= at(a["completed_at"]) <= at(c["claimed_at"])
     assert at(d["claimed_at"]) >= at(c["completed_at"])
     for dependent in (b, c, d):
-        assert transitions(dependent)[:4] == [
+        assert transitions(dependent) == [
             (None, "BLOCKED"),
             ("BLOCKED", "PENDING"),
-            ("PENDING", "ACTIVE"),
+            ("PENDING", "ASSIGNED"),
+            ("ASSIGNED", "ACTIVE"),
             ("ACTIVE", "COMPLETED"),
         ]
         released = event(dependent, "BLOCKED", "PENDING")
         assert released["reason"] == "dependencies completed"
         assert released["actor"] == "system"
         assert dependent["pending_dependencies"] == 0
+        # Routed in the commit that released it (the agents had free slots), to the agent
+        # that then claimed it.
+        routed = event(dependent, "PENDING", "ASSIGNED")
+        assert (routed["at"], routed["actor"]) == (released["at"], "system:router")
+        assert routed["data"]["routing"]["winner"] == dependent["assigned_agent_id"]
+        assert event(dependent, "ASSIGNED", "ACTIVE")["actor"] == (
+            f"agent:{dependent['assigned_agent_id']}"
+        )
     # Released by the transaction that completed C, the last of its dependencies.
     assert event(d, "BLOCKED", "PENDING")["at"] == c["completed_at"]
     assert event(d, None, "BLOCKED")["reason"] == "submitted: waiting for 2 dependencies"
@@ -410,6 +419,7 @@ def test_it_releases_dependents_at_once_and_agents_claim_them_promptly(
 
     assert {t["status"] for t in tasks.values()} == {"COMPLETED"}
     release_ms: list[float] = []
+    route_ms: list[float] = []
     claim_ms: list[float] = []
     out_of_order: list[dict[str, Any]] = []
     for ids in diamonds:
@@ -417,10 +427,13 @@ def test_it_releases_dependents_at_once_and_agents_claim_them_promptly(
         for dependent, dependencies in ((b, [a]), (c, [a]), (d, [b, c])):
             last = max((x["completed_at"] for x in dependencies), key=at)
             released = event(dependent, "BLOCKED", "PENDING")["at"]
-            claimed = event(dependent, "PENDING", "ACTIVE")["at"]
+            routed = event(dependent, "PENDING", "ASSIGNED")["at"]
+            claimed = event(dependent, "ASSIGNED", "ACTIVE")["at"]
             assert claimed == dependent["claimed_at"]
             assert released in {x["completed_at"] for x in dependencies}  # in that commit
+            assert at(released) <= at(routed) <= at(claimed)
             release_ms.append(ms(released, last))
+            route_ms.append(ms(routed, last))
             claim_ms.append(ms(claimed, last))
             if at(released) < at(last):
                 out_of_order.append(
@@ -439,12 +452,13 @@ def test_it_releases_dependents_at_once_and_agents_claim_them_promptly(
         "agents": "3 sample agents x 8 slots, long-polling (--wait-seconds 2)",
         "dependents": len(release_ms),
         "release_gap": percentiles(release_ms),
+        "route_gap": percentiles(route_ms),
         "claim_gap": percentiles(claim_ms),
         "released_before_last_dependency_completed": out_of_order,
     }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "workflow-latency.json").write_text(json.dumps(figures, indent=2) + "\n")
-    for name in ("release_gap", "claim_gap"):
+    for name in ("release_gap", "route_gap", "claim_gap"):
         f = figures[name]
         print(
             f"{name} ({figures['database']}, {f['n']} dependents): min {f['min_ms']:.1f} ms, "

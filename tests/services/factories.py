@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from app.api.schemas import TaskSubmit
+from app.extensions import db
 from app.models import Agent, Task
 from app.services import agents as agent_service
 from app.services import dispatch
@@ -31,7 +32,10 @@ def make_agent(
     *,
     capabilities: tuple[str, ...] = ("report-v1",),
     slots: int = 1,
+    trust: float | None = None,
 ) -> Agent:
+    """An agent registered (so heartbeating) at ``now``; ``trust`` sets its trust score
+    (new agents start at 0.5, and one failure puts them on probation: one task at a time)."""
     agent, _ = agent_service.register_agent(
         fleet,
         display_name="agent",
@@ -40,4 +44,7 @@ def make_agent(
         max_concurrent_tasks=slots,
         now=now,
     )
+    if trust is not None:
+        agent.trust_score = trust
+        db.session.commit()
     return agent

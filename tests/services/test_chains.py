@@ -25,7 +25,7 @@ from app.models import (
     TaskStatus,
     TaskTemplate,
 )
-from app.services import chains, reports, templates
+from app.services import chains, reports, routing, templates
 from app.services.attempts import record_completion
 from app.services.cancellation import cancel_task
 from app.services.dispatch import claim_tasks
@@ -77,15 +77,16 @@ def agent(actors: Actors) -> Agent:
 
 @pytest.fixture
 def woken(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The capabilities whose claimers were woken, in order."""
+    """The agents woken after a commit, one entry per task routed to them, in order."""
     seen: list[str] = []
-    real = wakeups.notify
+    real = wakeups.notify_agents
 
-    def notify(capabilities: Any) -> None:
-        seen.extend(capabilities)
-        real(capabilities)
+    def notify_agents(agent_ids: Any) -> None:
+        agent_ids = list(agent_ids)
+        seen.extend(agent_ids)
+        real(agent_ids)
 
-    monkeypatch.setattr(wakeups, "notify", notify)
+    monkeypatch.setattr(wakeups, "notify_agents", notify_agents)
     yield seen
 
 
@@ -101,8 +102,10 @@ def test_it_creates_the_first_step_at_once_and_the_rest_on_completion(
         step("load-v1"),
     )
     assert chain.status == ChainStatus.RUNNING and chain.started_at == t
-    assert woken == ["extract-v1"]
     [first] = step_tasks(chain.id)
+    # Routed to the agent in the creating commit, and the agent woken once it committed.
+    assert (first.status, first.assigned_agent_id) == (TaskStatus.ASSIGNED, agent.id)
+    assert woken == [agent.id]
     assert (first.chain_step, first.priority, first.client_id) == (0, 7, "client-1")
     assert first.input_data == {"url": "s3://in"}  # the first step gets no previous_output
     assert first.created_by == f"chain:{chain.id}"
@@ -112,9 +115,11 @@ def test_it_creates_the_first_step_at_once_and_the_rest_on_completion(
     done_at = t + timedelta(seconds=2)
     reports.complete_task(actors.fleet, first.id, {"rows": 10}, now=done_at)
 
-    assert woken[-1] == "transform-v1"
     first, second = step_tasks(chain.id)
-    assert second.status == TaskStatus.PENDING and second.chain_step == 1
+    assert second.status == TaskStatus.ASSIGNED and second.chain_step == 1
+    assert second.capability_required == "transform-v1"
+    assert second.assigned_agent_id == agent.id and second.assigned_at == done_at
+    assert woken == [agent.id, agent.id]  # woken again for the next step
     assert second.input_data == {"mode": "fast", "previous_output": {"rows": 10}}
     assert second.created_at == done_at
     chain = fresh_chain(chain.id)
@@ -157,7 +162,9 @@ def test_it_creates_the_next_step_in_the_commit_that_completes_the_previous(
     finally:
         event.remove(Session, "after_commit", count)
     assert len(commits) == 1
-    assert [s.status for s in step_tasks(chain.id)] == ["COMPLETED", "PENDING"]
+    # Created and routed in that commit.
+    assert [s.status for s in step_tasks(chain.id)] == ["COMPLETED", "ASSIGNED"]
+    assert step_tasks(chain.id)[1].assigned_agent_id == agent.id
 
 
 def test_it_completes_a_chain_of_three_with_every_step_result(actors: Actors, agent: Agent) -> None:
@@ -195,8 +202,11 @@ def test_it_waits_for_a_retry_and_fails_the_chain_when_retries_run_out(
     task = claim_one(actors, agent, t)
     reports.fail_task(actors.fleet, task.id, "flaky", retry_after_seconds=0, now=t)
 
-    # A retryable failure with retries left is not the step's end.
-    assert step_tasks(chain.id)[0].status == TaskStatus.PENDING
+    # A retryable failure with retries left is not the step's end: with no delay it is
+    # routed again at once (to the same agent, the only one that can take it).
+    retrying = step_tasks(chain.id)[0]
+    assert (retrying.status, retrying.assigned_agent_id) == (TaskStatus.ASSIGNED, agent.id)
+    assert retrying.retry_count == 1
     chain = fresh_chain(chain.id)
     assert chain.status == ChainStatus.RUNNING and chain.step_results == []
 
@@ -421,8 +431,15 @@ def test_it_writes_the_chain_as_the_creator_of_its_step_tasks(actors: Actors, ag
     chain = make_chain(actors, t, step("extract-v1"), step("load-v1"))
     reports.complete_task(actors.fleet, claim_one(actors, agent, t).id, {}, now=t)
     second = step_tasks(chain.id)[1]
-    [created] = db.session.scalars(db.select(TaskEvent).where(TaskEvent.task_id == second.id))
+    created, routed = db.session.scalars(
+        db.select(TaskEvent).where(TaskEvent.task_id == second.id).order_by(TaskEvent.id)
+    )
     assert (created.to_status, created.actor) == ("PENDING", f"chain:{chain.id}")
+    assert (routed.from_status, routed.to_status, routed.actor) == (
+        "PENDING",
+        "ASSIGNED",
+        routing.ROUTER,
+    )
 
 
 def test_a_step_completing_while_its_chain_is_cancelled_ends_consistently(

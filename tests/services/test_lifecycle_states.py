@@ -188,7 +188,9 @@ def test_stop_notices_name_what_the_server_ended_and_drop_what_runs_again(
 ) -> None:
     monkeypatch.setattr(settings, "retry_jitter", "none")
     t = utcnow()
-    agent = make_agent(actors.fleet, t, slots=4)
+    # Trusted: two failures leave it above probation, so it can take the retry while the
+    # cancelled task still holds a slot.
+    agent = make_agent(actors.fleet, t, slots=4, trust=0.9)
     asked = make_task(actors.client, t, timeout_seconds=3600)
     timed = make_task(actors.client, t, timeout_seconds=1, retry_on_timeout=True)
     failed = make_task(actors.client, t, timeout_seconds=3600)
@@ -210,10 +212,10 @@ def test_stop_notices_name_what_the_server_ended_and_drop_what_runs_again(
 
 def test_a_heartbeat_does_not_renew_a_task_of_another_agent(actors: Actors) -> None:
     t = utcnow()
-    mine = make_agent(actors.fleet, t)
     other = make_agent(actors.fleet, t)
-    task = make_task(actors.client, t, timeout_seconds=3600)
-    claim_tasks(actors.fleet, other.id, 1, now=t)
+    task = make_task(actors.client, t, timeout_seconds=3600)  # routed to the only agent
+    mine = make_agent(actors.fleet, t)
+    assert [c.id for c in claim_tasks(actors.fleet, other.id, 1, now=t)] == [task.id]
     agent_service.record_heartbeat(
         actors.fleet,
         mine.id,

@@ -432,7 +432,8 @@ def test_overlap_skip_skips_while_the_previous_task_is_unfinished(actors: Actors
     schedule_id = make_schedule(
         actors, T0, cron_expression="* * * * *", overlap_policy="skip", timeout_seconds=600
     )
-    agent = make_agent(actors.fleet, T0)
+    # Registered as the run fires: a fresh heartbeat, so the task is routed to it.
+    agent = make_agent(actors.fleet, T0 + MINUTE)
     scheduling.fire_due(now=T0 + MINUTE)
     [first] = executions(schedule_id)
     # Claimed and running: still unfinished.
@@ -473,7 +474,7 @@ def test_overlap_skip_fires_again_once_the_previous_task_failed_or_was_cancelled
     schedule_id = make_schedule(
         actors, T0, cron_expression="* * * * *", overlap_policy="skip", max_retries=0
     )
-    agent = make_agent(actors.fleet, T0)
+    agent = make_agent(actors.fleet, T0 + MINUTE)  # fresh when the run fires
     scheduling.fire_due(now=T0 + MINUTE)
     [first] = executions(schedule_id)
     assert first.task_id is not None

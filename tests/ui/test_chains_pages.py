@@ -94,11 +94,12 @@ def test_it_lists_chains_with_their_step_progress(
     row = listed[first["chain_id"]]
     assert f'href="/chains/{first["chain_id"]}"' in row and "nightly-etl" in row
     assert "client-1" in row and "badge-running" in row
-    assert SEGMENT.findall(row) == ["completed", "pending", "waiting"]
+    # The second step's task is routed to the agent (it has free slots) and waits for it.
+    assert SEGMENT.findall(row) == ["completed", "assigned", "waiting"]
     assert 'data-progress="1/3"' in row and 'aria-label="1 of 3 steps completed"' in row
-    assert 'title="Step 2 · transform · Pending"' in row
+    assert 'title="Step 2 · transform · Assigned"' in row
     assert "weekly &lt;digest&gt;" in listed[other["chain_id"]]
-    assert SEGMENT.findall(listed[other["chain_id"]]) == ["pending", "waiting"]
+    assert SEGMENT.findall(listed[other["chain_id"]]) == ["assigned", "waiting"]
     # The nav shows the page; the first page refreshes itself.
     assert re.search(r'<a href="/chains" aria-current="page">Chains', body)
     assert 'hx-trigger="every 5s"' in body
@@ -157,7 +158,7 @@ def test_it_shows_a_running_chain_as_a_stepper_that_refreshes(
     shown = steps(body)
     assert [(s[0], s[1]) for s in shown.values()] == [
         ("completed", False),
-        ("pending", True),
+        ("assigned", True),
         ("waiting", False),
     ]
     done = shown[0][2]
@@ -165,7 +166,8 @@ def test_it_shows_a_running_chain_as_a_stepper_that_refreshes(
     assert "ran 0 s" in done
     assert "&#34;source&#34;: &#34;s3://bucket/in.csv&#34;" in done  # the result preview
     assert f'href="/tasks/{current}">transform</a>' in shown[1][2]
-    assert "waiting for an agent" in shown[1][2] and "Pending" in shown[1][2]
+    assert f'routed to agent <a class="mono" href="/agents/{agent[0]}"' in shown[1][2]
+    assert "waiting for its claim" in shown[1][2] and "Assigned" in shown[1][2]
     assert "Not started" in shown[2][2] and "/tasks/" not in shown[2][2]
     assert 'data-progress="1/3"' in body
 

@@ -38,11 +38,14 @@ def test_it_shows_counts_agents_online_and_the_last_hour(
     console: FlaskClient, api: Api, personas: Personas
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet, slots=3)
-    api.register_agent(personas.fleet, name="second")
-    for priority in (9, 5, 5, 2):
+    api.register_agent(personas.fleet, capabilities=("ocr-v2",), name="second")
+    for priority in (9, 5):
         api.submit(personas.client, priority=priority)
     finish(api, agent_id, agent)
     finish(api, agent_id, agent, fail=True)
+    # No agent offers this capability: these two wait in the queue, unassigned.
+    for priority in (5, 2):
+        api.submit(personas.client, priority=priority, capability_required="translate-v1")
 
     response = console.get("/")
     assert response.status_code == 200

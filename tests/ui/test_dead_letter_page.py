@@ -149,14 +149,19 @@ def test_it_requeues_the_selected_tasks(console: FlaskClient, api: Api, personas
     )
     assert response.status_code == 302
     assert response.headers["Location"] == "/dead-letter?client=client-1"
-    assert statuses(api, personas, [first, second, third]) == ["PENDING", "FAILED", "PENDING"]
+    # Requeued, they are routed again at once; after three failures the agent is on
+    # probation (low trust: one task at a time), so one of them waits, unassigned.
+    assert sorted(statuses(api, personas, [first, third])) == ["ASSIGNED", "PENDING"]
+    assert status_of(api, personas, second) == "FAILED"
 
     page = console.get(response.headers["Location"])
     assert "Requeued 2 tasks." in notice(page)
     assert listed(page) == [second]
     stored = api.get(f"/ains/tasks/{first}", personas.admin).get_json()
     assert stored["retry_count"] == 0
-    assert stored["events"][-1]["actor"] == "admin:operator@example.com"
+    # The requeue is the operator's event (routing, if it took the task, comes after it).
+    requeued = [e for e in stored["events"] if e["to_status"] == "PENDING"][-1]
+    assert requeued["actor"] == "admin:operator@example.com"
 
 
 def test_it_cancels_the_selected_tasks_and_names_the_skipped_ones(
@@ -175,9 +180,9 @@ def test_it_cancels_the_selected_tasks_and_names_the_skipped_ones(
     )
     said = notice(response)
     assert "Cancelled 1 task. Skipped 2:" in said
-    assert f"{waiting} is PENDING, not FAILED" in said
+    assert f"{waiting} is ASSIGNED, not FAILED" in said
     assert "task_missing was not found" in said
-    assert statuses(api, personas, [failed, waiting]) == ["CANCELLED", "PENDING"]
+    assert statuses(api, personas, [failed, waiting]) == ["CANCELLED", "ASSIGNED"]
     stored = api.get(f"/ains/tasks/{failed}", personas.admin).get_json()
     assert stored["cancelled_by"] == "admin:operator@example.com"
     assert listed(response) == []
@@ -239,7 +244,9 @@ def test_it_requeues_every_task_the_filter_matches(
         },
     )
     assert response.headers["Location"] == "/dead-letter?client=client-1"
-    assert statuses(api, personas, [*mine, theirs]) == ["PENDING", "PENDING", "FAILED"]
+    # Routed again; the agent, on probation after three failures, takes one at a time.
+    assert sorted(statuses(api, personas, mine)) == ["ASSIGNED", "PENDING"]
+    assert status_of(api, personas, theirs) == "FAILED"
     page = console.get(response.headers["Location"])
     assert "Requeued 2 tasks." in notice(page) and "more failed" not in notice(page)
     assert listed(page) == []

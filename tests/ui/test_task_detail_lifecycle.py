@@ -38,9 +38,9 @@ def test_it_shows_each_attempt_with_its_agent_times_outcome_and_error(
     console: FlaskClient, api: Api, personas: Personas
 ) -> None:
     first_id, first = api.register_agent(personas.fleet, name="first")
-    second_id, second = api.register_agent(personas.fleet, name="second")
     task = api.submit(personas.client, max_retries=2, retry_policy="fixed")["task_id"]
-    api.claim(first_id, first)
+    assert [t["task_id"] for t in api.claim(first_id, first)] == [task]
+    second_id, second = api.register_agent(personas.fleet, name="second")
     failed = api.post(
         f"/ains/tasks/{task}/fail",
         first,
@@ -60,8 +60,11 @@ def test_it_shows_each_attempt_with_its_agent_times_outcome_and_error(
     assert ">in 30 s<" in next_retry[:300] or ">in 29 s<" in next_retry[:300]
     assert 'data-field="last-error"' in body and "disk &lt;full&gt;" in body
 
-    # The retry is due: the other agent claims it; the page shows the running attempt.
+    # The retry is due: it is routed to the other agent (the first failed it), which
+    # claims it; the page shows the running attempt.
     with time_machine.travel(utcnow() + timedelta(seconds=31)):
+        beat = api.post(f"/ains/agents/{second_id}/heartbeat", second, json={"status": "ACTIVE"})
+        assert beat.status_code == 200
         assert [t["task_id"] for t in api.claim(second_id, second)] == [task]
         body = text(console.get(f"/tasks/{task}"))
     rows = attempts(body)
@@ -208,7 +211,7 @@ def test_it_refuses_a_cancel_or_requeue_without_the_csrf_token(
     response = console.post(f"/tasks/{failed}/requeue", data={"csrf_token": "forged"})
     assert response.status_code == 400
 
-    assert task_json(api, personas, waiting)["status"] == "PENDING"
+    assert task_json(api, personas, waiting)["status"] == "ASSIGNED"  # routed, still waiting
     after = task_json(api, personas, failed)
     assert after["status"] == "FAILED" and len(after["events"]) == events_before
 
@@ -226,8 +229,11 @@ def test_it_requeues_a_failed_task_from_its_page(
     )
     assert response.status_code == 302 and response.headers["Location"] == f"/tasks/{task}"
     stored = task_json(api, personas, task)
-    assert stored["status"] == "PENDING" and stored["retry_count"] == 0
-    assert stored["events"][-1]["actor"] == "admin:operator@example.com"
+    # Pending again, and at once routed to the agent (its only one, free again).
+    assert stored["status"] == "ASSIGNED" and stored["retry_count"] == 0
+    requeued = stored["events"][-2]
+    assert requeued["to_status"] == "PENDING"
+    assert requeued["actor"] == "admin:operator@example.com"
     body = text(console.get(f"/tasks/{task}"))
     assert "Requeued: the task is pending again" in body
     assert "model overloaded" in body  # the last error stays readable

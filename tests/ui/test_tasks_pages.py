@@ -214,8 +214,9 @@ def test_it_shows_a_task_with_its_fields_json_and_timeline(
     assert "{\n  &#34;rows&#34;: 3\n}" in body
     timeline = body[body.index('<ol class="timeline">') : body.index("</ol>")]
     transitions = re.findall(r'<li class="timeline-item timeline-(\w+)">', timeline)
-    assert transitions == ["pending", "active", "completed"]
+    assert transitions == ["pending", "assigned", "active", "completed"]
     assert "client:client-1" in timeline and f"agent:{agent_id}" in timeline
+    assert "system:router" in timeline and 'class="routing-decision"' in timeline
     assert 'hx-trigger="every' not in body  # a finished task stops refreshing
 
 

@@ -1,0 +1,671 @@
+"""Routing: which agent gets a task, and why.
+
+A task that becomes claimable (PENDING, its retry delay over) is assigned to one agent:
+it goes ASSIGNED with ``assigned_agent_id`` set, and only that agent's claim takes it.
+Candidates are the AVAILABLE agents with the capability, a fresh heartbeat and a free
+slot (the tasks an agent holds, ASSIGNED or ACTIVE, count against its
+``max_concurrent_tasks``); trust levels narrow them further (very low: last resort; low:
+one task at a time), and a retry avoids the agents that already failed the task. The
+strategy (the task's own, else the capability's default, else the server's) picks the
+winner, and the decision (strategy, scored candidates, winner) is written in the task's
+ASSIGNED event.
+
+Routing runs inside the transaction that made the tasks claimable (a before-commit step,
+see ``services.workflows``), in a claim that finds work waiting, and in the sweep, which
+also routes again tasks their agent did not claim in time. Locks: the capability's
+``capability_routing`` row serialises its routers, so two of them never hand out the same
+slot; task rows are taken with SKIP LOCKED and agent rows are never written, so a router
+waits on nothing but another router, and no other lock is taken after it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app.extensions import db
+from app.lib.clock import utcnow
+from app.models import (
+    ROUTABLE_TASKS,
+    Agent,
+    AgentStatus,
+    AttemptOutcome,
+    Capability,
+    CapabilityRouting,
+    Role,
+    Task,
+    TaskAttempt,
+    TaskStatus,
+)
+from app.services.errors import InvalidInput
+from app.services.principal import Principal
+from app.services.settings import settings
+from app.services.trust import trust_level
+
+STRATEGIES: dict[str, str] = {
+    "round_robin": (
+        "Takes turns: the candidates form a ring ordered by agent id and each task goes "
+        "to the next one after the previous winner, so equal agents get equal shares."
+    ),
+    "least_loaded": (
+        "The candidate holding the fewest tasks (assigned and running); ties go to the "
+        "larger share of free slots, then round robin."
+    ),
+    "trust_weighted": (
+        "A random draw weighted by trust score: an agent with twice the trust gets twice "
+        "the share of tasks."
+    ),
+    "fastest_response": (
+        "The candidate with the lowest average completion time; now and then "
+        "(ROUTING_PROBE_RATE) an agent not yet measured gets the task so it is measured."
+    ),
+}
+ROUTER = "system:router"
+# Most tasks one routing pass assigns in one capability (the rest wait for the next pass).
+ROUTE_BATCH = 500
+# Candidates (and exclusions) written into each ASSIGNED event; the count says how many.
+DECISION_CANDIDATES = 10
+# fastest_response: completed tasks before an agent's average counts as measured.
+MIN_SAMPLES = 3
+# Session.info keys (besides models.ROUTABLE_TASKS): the agent to avoid per task, and the
+# winners to wake once the transaction has committed.
+AVOID = "ains_route_avoid"
+WINNERS = "ains_route_winners"
+
+rng = random.Random()
+
+
+def configure_rng(seed: int | None) -> None:
+    """A fixed seed makes trust_weighted and the probes reproducible (tests, simulations)."""
+    rng.seed(seed)
+
+
+@dataclass
+class Candidate:
+    """An agent as the router sees it."""
+
+    agent_id: str
+    display_name: str
+    status: str
+    fresh: bool
+    max_slots: int
+    load: int
+    trust_score: float
+    avg_seconds: float | None
+    completed: int
+
+    @property
+    def free(self) -> int:
+        return self.max_slots - self.load
+
+    @property
+    def level(self) -> str:
+        return trust_level(self.trust_score)
+
+    @property
+    def measured(self) -> bool:
+        return self.avg_seconds is not None and self.completed >= MIN_SAMPLES
+
+    def exclusion(self) -> str | None:
+        """Why the agent cannot take a task now (None: it can)."""
+        if self.status != AgentStatus.AVAILABLE:
+            return f"status {self.status}"
+        if not self.fresh:
+            return "no recent heartbeat"
+        if self.free <= 0:
+            return f"no free slot ({self.load} of {self.max_slots} held)"
+        if self.level == "low" and self.load > 0:
+            return "probation (low trust): one task at a time"
+        return None
+
+
+@dataclass
+class Scored:
+    candidate: Candidate
+    score: float
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.candidate
+        return {
+            "agent_id": c.agent_id,
+            "display_name": c.display_name,
+            "score": self.score,
+            "detail": self.detail,
+            "trust_score": c.trust_score,
+            "trust_level": c.level,
+            "load": c.load,
+            "max_concurrent_tasks": c.max_slots,
+            "avg_completion_time_seconds": c.avg_seconds,
+        }
+
+
+@dataclass
+class Decision:
+    strategy: str
+    winner: Candidate
+    scored: list[Scored]
+    probe: bool = False
+
+
+# --- the strategies: each ranks a non-empty pool and names a winner ---------------------
+
+
+def ring(pool: Sequence[Candidate], after: str | None) -> list[Candidate]:
+    """The pool in turn order: by agent id, starting after ``after``."""
+    ordered = sorted(pool, key=lambda c: c.agent_id)
+    if after is None:
+        return ordered
+    split = next((i for i, c in enumerate(ordered) if c.agent_id > after), 0)
+    return ordered[split:] + ordered[:split]
+
+
+def round_robin(pool: Sequence[Candidate], after: str | None) -> Decision:
+    order = ring(pool, after)
+    n = len(order)
+    scored = [
+        Scored(c, round(1 - k / n, 4), "next in turn" if k == 0 else f"{k} turn(s) later")
+        for k, c in enumerate(order)
+    ]
+    return Decision("round_robin", order[0], scored)
+
+
+def least_loaded(pool: Sequence[Candidate], after: str | None) -> Decision:
+    order = sorted(ring(pool, after), key=lambda c: (c.load, c.load / c.max_slots))
+    scored = [
+        Scored(c, round(1 / (1 + c.load), 4), f"{c.load} of {c.max_slots} slots held")
+        for c in order
+    ]
+    return Decision("least_loaded", order[0], scored)
+
+
+def trust_weighted(pool: Sequence[Candidate], after: str | None) -> Decision:
+    order = ring(pool, after)
+    # A floor keeps a zero-trust last resort drawable.
+    weights = [max(c.trust_score, 0.01) for c in order]
+    total = sum(weights)
+    draw = rng.random() * total
+    winner = order[-1]
+    for c, w in zip(order, weights, strict=True):
+        if draw < w:
+            winner = c
+            break
+        draw -= w
+    scored = sorted(
+        (
+            Scored(c, round(w / total, 4), f"trust {c.trust_score:.2f}: {w / total:.0%} chance")
+            for c, w in zip(order, weights, strict=True)
+        ),
+        key=lambda s: (s.candidate is not winner, -s.score),
+    )
+    return Decision("trust_weighted", winner, scored)
+
+
+def fastest_response(pool: Sequence[Candidate], after: str | None) -> Decision:
+    order = ring(pool, after)
+    measured = [c for c in order if c.measured]
+    unmeasured = [c for c in order if not c.measured]
+    probe = bool(unmeasured) and (not measured or rng.random() < settings.routing_probe_rate)
+    winner = unmeasured[0] if probe else min(measured, key=lambda c: c.avg_seconds or 0.0)
+
+    def score(c: Candidate) -> Scored:
+        if not c.measured:
+            return Scored(c, 0.0, f"not measured yet ({c.completed} of {MIN_SAMPLES} tasks)")
+        avg = c.avg_seconds or 0.0
+        return Scored(c, round(1 / (1 + avg), 4), f"average {avg:.2f}s over {c.completed}")
+
+    scored = sorted((score(c) for c in order), key=lambda s: (s.candidate is not winner, -s.score))
+    return Decision("fastest_response", winner, scored, probe=probe)
+
+
+CHOOSERS = {
+    "round_robin": round_robin,
+    "least_loaded": least_loaded,
+    "trust_weighted": trust_weighted,
+    "fastest_response": fastest_response,
+}
+
+
+# --- who can take a task -----------------------------------------------------------------
+
+
+def survey(capability: str, now: datetime) -> list[Candidate]:
+    """Every agent with the capability, with what it holds (ASSIGNED + ACTIVE)."""
+    fresh_after = now - timedelta(seconds=settings.lease_seconds)
+    rows = db.session.execute(
+        db.select(
+            Agent.id,
+            Agent.display_name,
+            Agent.status,
+            Agent.last_heartbeat,
+            Agent.max_concurrent_tasks,
+            Agent.active_tasks,
+            Agent.trust_score,
+            Agent.avg_completion_time_seconds,
+            Agent.total_tasks_completed,
+        )
+        .join(Capability, Capability.agent_id == Agent.id)
+        .where(Capability.name == capability)
+    ).all()
+    if not rows:
+        return []
+    assigned = dict(
+        db.session.execute(
+            db.select(Task.assigned_agent_id, func.count())
+            .where(
+                Task.status == TaskStatus.ASSIGNED,
+                Task.assigned_agent_id.in_([r.id for r in rows]),
+            )
+            .group_by(Task.assigned_agent_id)
+        ).all()
+    )
+    return [
+        Candidate(
+            agent_id=r.id,
+            display_name=r.display_name,
+            status=r.status,
+            fresh=r.last_heartbeat is not None and r.last_heartbeat >= fresh_after,
+            max_slots=r.max_concurrent_tasks,
+            load=r.active_tasks + assigned.get(r.id, 0),
+            trust_score=r.trust_score if r.trust_score is not None else 0.5,
+            avg_seconds=r.avg_completion_time_seconds,
+            completed=r.total_tasks_completed or 0,
+        )
+        for r in rows
+    ]
+
+
+def narrow(pool: list[Candidate], avoid: set[str]) -> list[Candidate]:
+    """Per task: drop the agents to avoid and the very-low-trust ones, unless nobody is
+    left (then very low trust is the last resort, if allowed)."""
+    preferred = [c for c in pool if c.agent_id not in avoid] or pool
+    trusted = [c for c in preferred if c.level != "very_low"]
+    if trusted or settings.routing_very_low_trust == "never":
+        return trusted
+    return preferred
+
+
+def failed_agents(task_ids: Sequence[str]) -> dict[str, set[str]]:
+    """For tasks run before: the agents whose attempts failed through their fault."""
+    found: dict[str, set[str]] = {}
+    if not task_ids:
+        return found
+    for task_id, agent_id in db.session.execute(
+        db.select(TaskAttempt.task_id, TaskAttempt.agent_id).where(
+            TaskAttempt.task_id.in_(task_ids),
+            TaskAttempt.outcome.in_(AttemptOutcome.AGENT_FAULT),
+        )
+    ):
+        found.setdefault(task_id, set()).add(agent_id)
+    return found
+
+
+def decision_data(decision: Decision, candidates: Sequence[Candidate]) -> dict[str, Any]:
+    excluded = [(c, c.exclusion()) for c in candidates]
+    excluded = [(c, why) for c, why in excluded if why]
+    data: dict[str, Any] = {
+        "strategy": decision.strategy,
+        "winner": decision.winner.agent_id,
+        "winner_name": decision.winner.display_name,
+        "candidates": [s.to_dict() for s in decision.scored[:DECISION_CANDIDATES]],
+        "candidate_count": len(decision.scored),
+        "excluded": [
+            {"agent_id": c.agent_id, "display_name": c.display_name, "reason": why}
+            for c, why in excluded[:DECISION_CANDIDATES]
+        ],
+        "excluded_count": len(excluded),
+    }
+    if decision.probe:
+        data["probe"] = True
+    return data
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+def lock_state(capability: str) -> CapabilityRouting:
+    """The capability's routing row, created if missing, locked until commit."""
+    query = (
+        db.select(CapabilityRouting)
+        .where(CapabilityRouting.capability == capability)
+        .with_for_update()
+    )
+    state = db.session.scalars(query).first()
+    if state is not None:
+        return state
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    db.session.execute(
+        insert(CapabilityRouting)
+        .values(capability=capability, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["capability"])
+    )
+    return db.session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def effective_strategy(task_strategy: str | None, state: CapabilityRouting | None) -> str:
+    return task_strategy or (state and state.default_strategy) or settings.routing_default_strategy
+
+
+def waiting_now(now: datetime) -> list[Any]:
+    """Unassigned tasks an agent could start now: PENDING, retry delay over, not expired."""
+    return [
+        Task.status == TaskStatus.PENDING,
+        (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= now),
+        (Task.expires_at.is_(None)) | (Task.expires_at > now),
+    ]
+
+
+def routable(capability: str, now: datetime) -> Any:
+    """Unassigned tasks of the capability an agent could start now."""
+    return db.select(Task).where(*waiting_now(now), Task.capability_required == capability)
+
+
+def route_capability(
+    capability: str, now: datetime, *, avoid: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """Assign the capability's claimable tasks, in queue order, while slots are free.
+
+    Runs in the caller's transaction (never commits); returns (task id, agent id) pairs.
+    """
+    state = lock_state(capability)
+    candidates = survey(capability, now)
+    pool = [c for c in candidates if c.exclusion() is None]
+    if not pool:
+        return []
+    limit = min(sum(c.free for c in pool), ROUTE_BATCH)
+    tasks = list(
+        db.session.scalars(
+            routable(capability, now)
+            .order_by(Task.queue_key)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not tasks:
+        return []
+    faults = failed_agents([t.id for t in tasks if t.attempt > 0])
+    avoid = avoid or {}
+    made: list[tuple[str, str]] = []
+    for task in tasks:
+        pool = [c for c in pool if c.exclusion() is None]
+        if not pool:
+            break
+        shun = set(faults.get(task.id, ()))
+        if task.id in avoid:
+            shun.add(avoid[task.id])
+        choices = narrow(pool, shun)
+        if not choices:
+            continue
+        strategy = effective_strategy(task.routing_strategy, state)
+        decision = CHOOSERS[strategy](choices, state.round_robin_after)
+        winner = decision.winner
+        # The decision as it was made: loads and exclusions before this assignment.
+        data = {"routing": decision_data(decision, candidates)}
+        winner.load += 1
+        state.round_robin_after = winner.agent_id
+        task.assigned_agent_id = winner.agent_id
+        task.assigned_at = now
+        task.transition(
+            TaskStatus.ASSIGNED,
+            actor=ROUTER,
+            now=now,
+            reason=f"routed to {winner.display_name} ({strategy})",
+            data=data,
+        )
+        made.append((task.id, winner.agent_id))
+    return made
+
+
+def route(capabilities: Iterable[str], now: datetime, **kwargs: Any) -> list[tuple[str, str]]:
+    """Route several capabilities (their rows locked in name order); the winners are woken
+    once the transaction commits."""
+    made: list[tuple[str, str]] = []
+    for capability in sorted(set(capabilities)):
+        made += route_capability(capability, now, **kwargs)
+    if made:
+        db.session.info.setdefault(WINNERS, []).extend(agent for _, agent in made)
+    return made
+
+
+def route_recorded(session: Session) -> None:
+    """Before commit: route the capabilities of the tasks made claimable in the transaction."""
+    recorded = session.info.pop(ROUTABLE_TASKS, None)
+    avoid = session.info.pop(AVOID, None)
+    if not recorded:
+        return
+    now = max(at for _, at in recorded)
+    capabilities = {
+        task.capability_required
+        for task, _ in recorded
+        if task.status == TaskStatus.PENDING
+        and (task.next_retry_at is None or task.next_retry_at <= now)
+    }
+    if capabilities:
+        route(capabilities, now, avoid=avoid)
+
+
+def winners_committed(session: Session) -> list[str]:
+    """After commit: the agents that were assigned tasks, to wake."""
+    return session.info.pop(WINNERS, None) or []
+
+
+def forget(session: Session) -> None:
+    """After rollback: nothing was routed."""
+    for key in (ROUTABLE_TASKS, AVOID, WINNERS):
+        session.info.pop(key, None)
+
+
+def best_waiting(capabilities: Sequence[str], now: datetime) -> int | None:
+    """The queue key of the first unassigned task of these capabilities claimable now."""
+    if not capabilities:
+        return None
+    query = (
+        db.select(Task.queue_key)
+        .where(
+            *waiting_now(now),
+            Task.capability_required.in_(capabilities),
+        )
+        .order_by(Task.queue_key)
+        .limit(1)
+    )
+    return db.session.scalars(query).first()
+
+
+def has_backlog(capabilities: Sequence[str], now: datetime) -> bool:
+    """Is any unassigned task of these capabilities claimable now?"""
+    return best_waiting(capabilities, now) is not None
+
+
+def give_back(agent_id: str, queue_key: int, now: datetime) -> None:
+    """The agent's reservations queued behind ``queue_key`` go back to the queue (to be
+    routed again at once), so better work waiting unassigned can take their slots."""
+    behind = db.session.scalars(
+        db.select(Task)
+        .where(
+            Task.status == TaskStatus.ASSIGNED,
+            Task.assigned_agent_id == agent_id,
+            Task.queue_key > queue_key,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    for task in behind:
+        task.assigned_agent_id = None
+        task.assigned_at = None
+        task.transition(
+            TaskStatus.PENDING,
+            actor=ROUTER,
+            now=now,
+            reason="slot given to a task ahead of it in the queue",
+            data={"agent_id": agent_id},
+        )
+
+
+def route_waiting(capabilities: Sequence[str], now: datetime) -> list[tuple[str, str]]:
+    """Route these capabilities if unassigned work waits (an agent just became able to
+    take some: registered, added a capability, came back)."""
+    if not has_backlog(capabilities, now):
+        return []
+    return route(capabilities, now)
+
+
+def backlog_capabilities(now: datetime) -> list[str]:
+    """Capabilities with unassigned tasks claimable now (the sweep routes these)."""
+    return list(
+        db.session.scalars(
+            db.select(Task.capability_required)
+            .where(
+                *waiting_now(now),
+            )
+            .distinct()
+        )
+    )
+
+
+def unassign(task: Task, *, actor: str, now: datetime, reason: str, data: dict[str, Any]) -> None:
+    """An ASSIGNED task goes back to PENDING (routed again before the commit, avoiding the
+    agent it had when others can take it)."""
+    agent_id = task.assigned_agent_id
+    task.assigned_agent_id = None
+    task.assigned_at = None
+    if agent_id is not None:
+        db.session.info.setdefault(AVOID, {})[task.id] = agent_id
+    task.transition(TaskStatus.PENDING, actor=actor, now=now, reason=reason, data=data)
+
+
+# --- read side: strategies, preview, per-capability defaults -----------------------------
+
+
+def strategies() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "description": text,
+            "default": name == settings.routing_default_strategy,
+        }
+        for name, text in STRATEGIES.items()
+    ]
+
+
+def check_strategy(strategy: str | None, field: str) -> None:
+    if strategy is not None and strategy not in STRATEGIES:
+        raise InvalidInput(
+            f"unknown routing strategy {strategy!r}",
+            [{"field": field, "message": f"must be one of {', '.join(STRATEGIES)}"}],
+        )
+
+
+def preview(
+    principal: Principal,
+    capability: str,
+    strategy: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Which agent would get a task of ``capability`` now, and the scores: assigns nothing.
+
+    trust_weighted and fastest_response's probes are draws, so two previews may differ.
+    """
+    principal.require_role(Role.CLIENT)
+    check_strategy(strategy, "strategy")
+    now = now or utcnow()
+    state = db.session.get(CapabilityRouting, capability)
+    chosen = effective_strategy(strategy, state)
+    candidates = survey(capability, now)
+    pool = narrow([c for c in candidates if c.exclusion() is None], set())
+    excluded = [
+        {"agent_id": c.agent_id, "display_name": c.display_name, "reason": why}
+        for c in candidates
+        if (why := c.exclusion())
+    ]
+    if pool:
+        kept = {c.agent_id for c in pool}
+        excluded += [
+            {
+                "agent_id": c.agent_id,
+                "display_name": c.display_name,
+                "reason": "very low trust: last resort only",
+            }
+            for c in candidates
+            if c.exclusion() is None and c.agent_id not in kept
+        ]
+    result: dict[str, Any] = {
+        "capability": capability,
+        "strategy": chosen,
+        "winner": None,
+        "candidates": [],
+        "excluded": excluded,
+    }
+    if pool:
+        decision = CHOOSERS[chosen](pool, state.round_robin_after if state else None)
+        result["winner"] = next(
+            s.to_dict() for s in decision.scored if s.candidate is decision.winner
+        )
+        result["candidates"] = [s.to_dict() for s in decision.scored]
+        result["probe"] = decision.probe
+    db.session.rollback()
+    return result
+
+
+def capability_settings() -> list[dict[str, Any]]:
+    """Every capability agents offer or that has settings, with its default strategy."""
+    counts = dict(
+        db.session.execute(
+            db.select(Capability.name, func.count(func.distinct(Capability.agent_id))).group_by(
+                Capability.name
+            )
+        ).all()
+    )
+    configured = {row.capability: row for row in db.session.scalars(db.select(CapabilityRouting))}
+    names = sorted(set(counts) | {n for n, row in configured.items() if row.default_strategy})
+    result = [
+        {
+            "capability": name,
+            "default_strategy": effective_strategy(None, configured.get(name)),
+            "configured": bool(configured.get(name) and configured[name].default_strategy),
+            "agents": counts.get(name, 0),
+        }
+        for name in names
+    ]
+    db.session.rollback()
+    return result
+
+
+def set_default_strategy(
+    principal: Principal, capability: str, strategy: str | None
+) -> dict[str, Any]:
+    """Set (or with None, clear) a capability's default strategy. Admin only; returns the
+    capability's settings as ``capability_settings`` lists them."""
+    principal.require_role(Role.ADMIN)
+    check_strategy(strategy, "default_strategy")
+    capability = capability.strip()
+    if not capability or len(capability) > 200:
+        raise InvalidInput(
+            "capability must be 1 to 200 characters",
+            [{"field": "capability", "message": "1 to 200 characters"}],
+        )
+    state = lock_state(capability)
+    state.default_strategy = strategy
+    state.updated_by = principal.actor
+    state.updated_at = utcnow()
+    db.session.commit()
+    agents = db.session.scalar(
+        db.select(func.count(func.distinct(Capability.agent_id))).where(
+            Capability.name == capability
+        )
+    )
+    db.session.rollback()
+    return {
+        "capability": capability,
+        "default_strategy": strategy or settings.routing_default_strategy,
+        "configured": strategy is not None,
+        "agents": agents or 0,
+    }
