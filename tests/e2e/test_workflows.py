@@ -5,7 +5,8 @@ A 3-step chain and a diamond (A; B and C after A; D after both, fed their result
 cancels what waits for it, and a failing chain step fails the chain. A wider run of
 diamonds measures, for every dependent, the time from its last dependency's completion to
 its release (BLOCKED → PENDING), to its routing to an agent (PENDING → ASSIGNED) and to
-its claim by that long-polling agent (ASSIGNED → ACTIVE); the percentiles are printed and written to test-artifacts/workflow-latency.json.
+its claim by that long-polling agent (ASSIGNED → ACTIVE); the percentiles are printed and
+written to test-artifacts/workflow-latency.json.
 """
 
 from __future__ import annotations
