@@ -89,7 +89,10 @@ def require_agent(principal: Principal, agent_id: str, *, lock: bool = False) ->
     principal.require_role(Role.AGENT)
     query = db.select(Agent).where(Agent.id == agent_id)
     if lock:
-        query = query.with_for_update()
+        # FOR NO KEY UPDATE: excludes other writers of the row, but not the key-share locks
+        # foreign-key checks take (a router assigning a task to this agent), which FOR UPDATE
+        # would block: that wait closed a deadlock cycle with the capability routing lock.
+        query = query.with_for_update(key_share=True)
     agent = db.session.scalars(query).first()
     if agent is None or not principal.acts_for(agent):
         raise NotFound(f"agent {agent_id!r} not found")

@@ -15,7 +15,9 @@ see ``services.workflows``), in a claim that finds work waiting, and in the swee
 also routes again tasks their agent did not claim in time. Locks: the capability's
 ``capability_routing`` row serialises its routers, so two of them never hand out the same
 slot; task rows are taken with SKIP LOCKED and agent rows are never written, so a router
-waits on nothing but another router, and no other lock is taken after it.
+waits on nothing but another router, and no other lock is taken after it. (Assigning a task
+takes a foreign-key share lock on the agent row; the agent-row locks that writers take are
+FOR NO KEY UPDATE, which do not block it.)
 """
 
 from __future__ import annotations

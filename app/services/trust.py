@@ -240,7 +240,7 @@ def apply(
     agent = db.session.scalars(
         db.select(Agent)
         .where(Agent.id == agent_id)
-        .with_for_update()
+        .with_for_update(key_share=True)  # see principal.require_agent
         .execution_options(populate_existing=True)
     ).first()
     if agent is None:
@@ -372,5 +372,8 @@ def lock_agents(agent_ids: Iterable[str]) -> None:
     ids = sorted(set(agent_ids))
     if ids:
         db.session.execute(
-            db.select(Agent.id).where(Agent.id.in_(ids)).order_by(Agent.id).with_for_update()
+            db.select(Agent.id)
+            .where(Agent.id.in_(ids))
+            .order_by(Agent.id)
+            .with_for_update(key_share=True)
         ).all()

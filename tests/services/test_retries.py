@@ -104,7 +104,10 @@ def test_it_fails_at_once_when_not_retryable(actors: Actors) -> None:
     assert failed.retry_count == 0 and failed.next_retry_at is None
 
 
-def test_it_lets_another_task_run_while_one_waits_for_its_retry(actors: Actors) -> None:
+def test_it_lets_another_task_run_while_one_waits_for_its_retry(
+    actors: Actors, no_jitter: None
+) -> None:
+    # Without jitter the retry waits its full 2 s, so at t + 1 s it is still waiting.
     t = utcnow()
     agent = make_agent(actors.fleet, t)
     first = make_task(actors.client, t, priority=10)
