@@ -31,7 +31,8 @@ class ThroughputBucket:
 
 @dataclass(frozen=True)
 class PriorityQueue:
-    """PENDING tasks of one priority and how long the oldest has waited."""
+    """Tasks of one priority waiting to start (PENDING or ASSIGNED, not yet claimed) and
+    how long the oldest has waited."""
 
     priority: int
     waiting: int
@@ -176,10 +177,11 @@ def throughput(now: datetime) -> list[ThroughputBucket]:
 
 
 def queue_by_priority() -> list[PriorityQueue]:
-    """PENDING tasks per priority, highest priority first."""
+    """Tasks waiting to start per priority, highest priority first: PENDING ones and the
+    ones routed to an agent that has not claimed them yet (ASSIGNED)."""
     rows = db.session.execute(
         db.select(Task.priority, func.count(), func.min(Task.enqueued_at))
-        .where(Task.status == TaskStatus.PENDING)
+        .where(Task.status.in_((TaskStatus.PENDING, TaskStatus.ASSIGNED)))
         .group_by(Task.priority)
         .order_by(Task.priority.desc())
     ).all()

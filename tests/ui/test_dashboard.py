@@ -60,6 +60,13 @@ def test_it_shows_counts_agents_online_and_the_last_hour(
     assert 'aria-label="Pending: 2"' in body
     queue = body[body.index('id="queue-title"') : body.index('id="recent-title"')]
     assert re.findall(r"<span class=\"prio prio-(\d+)\">", queue) == ["5", "2"]
+    # A task routed to an agent that has not claimed it yet still waits in the queue.
+    assigned = api.submit(personas.client, priority=7)
+    assert assigned["status"] == "ASSIGNED"
+    body = text(console.get("/"))
+    assert stat(body, "open") == "3" and "1 assigned" in body
+    queue = body[body.index('id="queue-title"') : body.index('id="recent-title"')]
+    assert re.findall(r"<span class=\"prio prio-(\d+)\">", queue) == ["7", "5", "2"]
 
 
 def test_it_refreshes_the_summary_with_a_fragment_every_5_seconds(console: FlaskClient) -> None:
