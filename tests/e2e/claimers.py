@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
+from sqlalchemy import func
+
 from app.extensions import db
+from app.models import Task, TaskStatus
 from app.services import agents, dispatch, reports
 from app.services.auth import create_api_key
 from app.services.principal import Principal
@@ -24,17 +28,35 @@ def register(capability: str, slots: int) -> tuple[Principal, str]:
     return Principal(role="agent", name="claimer", key_id=None, agent_id=agent.id), agent.id
 
 
-def drain(capability: str, batch: int) -> list[str]:
-    """Claim and complete until nothing is left; return every task id this loop claimed."""
+def open_tasks(capability: str) -> int:
+    count = db.session.scalar(
+        db.select(func.count())
+        .select_from(Task)
+        .where(Task.capability_required == capability, Task.status.not_in(TaskStatus.TERMINAL))
+    )
+    db.session.rollback()
+    return int(count or 0)
+
+
+def drain(capability: str, batch: int, deadline_seconds: float = 240.0) -> list[str]:
+    """Claim and complete until no task of the capability is open; return every task id
+    this loop claimed.
+
+    Every loop keeps claiming until the whole queue is done, not just until it sees nothing
+    for itself: routing may assign a task to any of the claimers at any time, and only
+    that claimer can take it.
+    """
     principal, agent_id = register(capability, batch)
     claimed: list[str] = []
-    empty_rounds = 0
-    while empty_rounds < 3:
+    deadline = time.monotonic() + deadline_seconds
+    while True:
         tasks = dispatch.claim_tasks(principal, agent_id, batch)
         if not tasks:
-            empty_rounds += 1
+            if open_tasks(capability) == 0:
+                break
+            assert time.monotonic() < deadline, f"{open_tasks(capability)} tasks still open"
+            time.sleep(0.01)
             continue
-        empty_rounds = 0
         ids = [t.id for t in tasks]
         claimed.extend(ids)
         for task_id in ids:
