@@ -29,7 +29,7 @@ from app.api.schemas import (
 )
 from app.services import agents as agent_service
 from app.services import dispatch, trust
-from app.services.principal import Principal
+from app.services.principal import Principal, visible_agent
 
 TAG = "Agents"
 
@@ -73,7 +73,7 @@ def list_agents(principal: Principal, query: AgentListQuery) -> dict[str, Any]:
     bp, "/ains/agents/<agent_id>", "GET", summary="Get an agent", tag=TAG, responses={200: AgentOut}
 )
 def get_agent(principal: Principal, agent_id: str) -> dict[str, Any]:
-    return agent_service.get_agent(principal, agent_id).to_dict()
+    return visible_agent(principal, agent_id).to_dict()
 
 
 @endpoint(
@@ -171,5 +171,5 @@ def adjust_trust(
     principal: Principal, agent_id: str, body: TrustAdjust
 ) -> tuple[dict[str, Any], int]:
     record = trust.adjust_trust(principal, agent_id, body.delta, body.reason)
-    agent = trust.visible_agent(principal, agent_id)
+    agent = visible_agent(principal, agent_id)
     return {"record": record.to_dict(), "trust": trust.trust_summary(agent)}, 201

@@ -14,7 +14,7 @@ from app.models import HEALTH_TO_STATUS, Agent, AgentStatus, Capability, Role
 from app.services import routing
 from app.services.attempts import renew_leases, stop_notices
 from app.services.auth import create_api_key
-from app.services.errors import Conflict, NotFound, NotPermitted
+from app.services.errors import Conflict, NotPermitted
 from app.services.principal import Principal, require_agent
 
 
@@ -59,16 +59,6 @@ def register_agent(
         db.session.rollback()
         raise Conflict("an agent with this public_key is already registered") from None
     return agent, raw_key
-
-
-def get_agent(principal: Principal, agent_id: str) -> Agent:
-    """An agent the principal may see: admins and clients see all, agent keys their own."""
-    if principal.role == Role.AGENT:
-        return require_agent(principal, agent_id)
-    agent = db.session.get(Agent, agent_id)
-    if agent is None:
-        raise NotFound(f"agent {agent_id!r} not found")
-    return agent
 
 
 def list_agents(principal: Principal, *, status: str | None = None) -> list[Agent]:

@@ -84,6 +84,16 @@ def operator(email: str) -> Principal:
     return Principal(role=Role.ADMIN, name=email)
 
 
+def visible_agent(principal: Principal, agent_id: str) -> Agent:
+    """An agent the principal may see: admins and clients see all, agent keys their own."""
+    if principal.role == Role.AGENT:
+        return require_agent(principal, agent_id)
+    agent = db.session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"agent {agent_id!r} not found")
+    return agent
+
+
 def require_agent(principal: Principal, agent_id: str, *, lock: bool = False) -> Agent:
     """Load an agent the principal acts for; others are 404 so ids do not leak."""
     principal.require_role(Role.AGENT)

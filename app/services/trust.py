@@ -25,7 +25,7 @@ from app.extensions import db
 from app.lib.clock import isoformat, utcnow
 from app.models import Agent, AttemptOutcome, Role, Task, TaskAttempt, TrustEvent, TrustRecord
 from app.services.errors import NotFound, invalid
-from app.services.principal import Principal, require_agent
+from app.services.principal import Principal, visible_agent
 from app.services.settings import settings
 
 INITIAL_SCORE = 0.5
@@ -86,16 +86,6 @@ def trust_summary(agent: Agent) -> dict[str, Any]:
             "last_task_completed_at": isoformat(agent.last_task_completed_at),
         },
     }
-
-
-def visible_agent(principal: Principal, agent_id: str) -> Agent:
-    """An agent the principal may see (as services.agents.get_agent)."""
-    if principal.role == Role.AGENT:
-        return require_agent(principal, agent_id)
-    agent = db.session.get(Agent, agent_id)
-    if agent is None:
-        raise NotFound(f"agent {agent_id!r} not found")
-    return agent
 
 
 def get_trust(principal: Principal, agent_id: str, *, limit: int = 50) -> dict[str, Any]:

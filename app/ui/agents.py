@@ -16,9 +16,10 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 from app.lib.clock import utcnow
 from app.models import Agent
 from app.services import task_search, trust
-from app.services.agents import get_agent, list_agents
+from app.services.agents import list_agents
 from app.services.dashboard import heartbeat_silence, is_online
 from app.services.errors import InvalidInput
+from app.services.principal import visible_agent
 from app.ui import bp
 from app.ui.auth import acting_operator
 from app.ui.filters import stripped
@@ -209,7 +210,7 @@ def leaderboard() -> Response:
 
 def detail_page(agent_id: str, form: TrustAdjustForm) -> Response:
     principal = acting_operator()
-    agent = get_agent(principal, agent_id)
+    agent = visible_agent(principal, agent_id)
     points = trust.sparkline_points([agent.id], limit=DETAIL_SPARKLINE_POINTS)[agent.id]
     tasks = task_search.list_tasks(
         principal, task_search.TaskFilters(agent_id=agent.id), limit=RECENT_TASKS
