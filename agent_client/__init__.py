@@ -9,6 +9,7 @@ from agent_client.http import (
     StaleAttemptError,
 )
 from agent_client.tasks import Task, TaskAttempt, TaskEvent, TasksClient
+from agent_client.webhooks import InvalidSignature, verify_event, verify_signature
 
 __version__ = "0.1.0"
 
@@ -20,10 +21,13 @@ __all__ = [
     "ConflictError",
     "HeartbeatResult",
     "HttpSession",
+    "InvalidSignature",
     "StaleAttemptError",
     "Task",
     "TaskAttempt",
     "TaskEvent",
     "TasksClient",
     "__version__",
+    "verify_event",
+    "verify_signature",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import Flask
 from prometheus_client import CollectorRegistry
@@ -13,6 +14,7 @@ from app.extensions import csrf, db, login_manager, migrate, redis_client
 from app.services import routing
 from app.services.settings import settings
 from app.services.wakeups import wakeups
+from app.services.webhooks import webhook_settings
 
 
 def resolve_redis_url(url: str | None) -> str:
@@ -22,6 +24,34 @@ def resolve_redis_url(url: str | None) -> str:
     from app.lib.embedded_redis import ensure_embedded_redis
 
     return ensure_embedded_redis(str(INSTANCE_DIR))
+
+
+def webhook_queue_name(config: dict) -> str:
+    return f"{config['RQ_QUEUE']}-webhooks"
+
+
+def webhook_dispatcher(app: Flask) -> Callable[[list[str]], None]:
+    """Queue one ``jobs.webhooks.deliver`` job per delivery id, in one round trip."""
+    from rq import Queue
+
+    queue = Queue(webhook_queue_name(app.config), connection=redis_client(app.config["REDIS_URL"]))
+    job_timeout = app.config["WEBHOOK_TIMEOUT_SECONDS"] + 30
+
+    def dispatch(ids: list[str]) -> None:
+        queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    "jobs.webhooks.deliver",
+                    (delivery_id,),
+                    timeout=job_timeout,
+                    result_ttl=0,
+                    failure_ttl=86400,
+                )
+                for delivery_id in ids
+            ]
+        )
+
+    return dispatch
 
 
 def create_app(config_class: type = Config) -> Flask:
@@ -42,6 +72,7 @@ def create_app(config_class: type = Config) -> Flask:
     seed = app.config["ROUTING_RANDOM_SEED"]
     routing.configure_rng(seed if seed >= 0 else None)
     wakeups.configure(redis_client(app.config["REDIS_URL"]))
+    webhook_settings.configure(app.config, webhook_dispatcher(app))
 
     from app import models  # noqa: F401  (register tables)
     from app.api import bp as api_bp

@@ -142,6 +142,23 @@ class Config:
     # tick: the clock enqueues a firing job every CLOCK_INTERVAL_SECONDS for the worker.
     SCHEDULE_FIRING = env_choice("SCHEDULE_FIRING", "precise", ("precise", "tick"))
     RQ_QUEUE = os.environ.get("RQ_QUEUE", "ains")
+    # Webhooks: the request deadline, tries per delivery (exponential backoff from the base,
+    # with jitter, capped), and how many failed deliveries in a row disable a webhook.
+    WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=60)
+    WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 3, minimum=1, maximum=50)
+    WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 10, minimum=1)
+    WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600, minimum=1)
+    WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20, minimum=1)
+    # Private, loopback and link-local receivers are refused unless this is set.
+    WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+    WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 65536, minimum=1024)
+    # Delivered and failed deliveries are kept this long, then pruned with their events.
+    WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30, minimum=1)
+    # Older SECRET_KEYs, comma-separated: sessions and sealed webhook secrets made with
+    # them stay readable after SECRET_KEY is rotated.
+    SECRET_KEY_FALLBACKS = [
+        k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()
+    ]
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -159,4 +176,6 @@ class TestConfig(Config):
     )
     REDIS_URL = os.environ.get("TEST_REDIS_URL") or Config.REDIS_URL
     SECRET_KEY = "test-secret-key"
+    # The suite's webhook receivers listen on 127.0.0.1.
+    WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", True)
     WTF_CSRF_ENABLED = True

@@ -1,22 +1,39 @@
-"""The ``worker`` process: an RQ worker bound to the app's Redis and queue.
+"""The ``worker`` process: an RQ worker bound to the app's Redis and queues.
 
 It runs jobs in-process (SimpleWorker): jobs are short service calls, and forking a work
 horse per job would rebuild the app every second on a 2-core machine.
+
+It listens to the main queue (maintenance) first and the webhook queue second, so a
+backlog of deliveries never holds up the sweep for more than one request. Name queues to
+split them over processes: ``python -m jobs.worker webhooks`` runs a delivery-only worker
+(``main`` names the other one).
 """
 
 from __future__ import annotations
 
+import sys
+
 from rq import Queue, SimpleWorker
 
+from app import webhook_queue_name
 from app.extensions import redis_client
 from jobs.context import get_app
 
 
-def main() -> None:
+def queue_names(config: dict, wanted: list[str]) -> list[str]:
+    names = {"main": config["RQ_QUEUE"], "webhooks": webhook_queue_name(config)}
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise SystemExit(f"unknown queue {unknown[0]!r}; choose from: {', '.join(names)}")
+    return [names[w] for w in (wanted or list(names))]
+
+
+def main(argv: list[str] | None = None) -> None:
     app = get_app()
     connection = redis_client(app.config["REDIS_URL"])
-    queue = Queue(app.config["RQ_QUEUE"], connection=connection)
-    worker = SimpleWorker([queue], connection=connection)
+    names = queue_names(app.config, sys.argv[1:] if argv is None else argv)
+    queues = [Queue(name, connection=connection) for name in names]
+    worker = SimpleWorker(queues, connection=connection)
     # RQ logs three lines per job at INFO; a tick every second would drown the log.
     worker.work(logging_level="WARNING")
 

@@ -100,6 +100,8 @@ def process_env(app: Flask, **extra: str) -> dict[str, str]:
         # Fast heartbeats so dead-agent detection is observable within a test.
         HEARTBEAT_INTERVAL_SECONDS="1",
         HEARTBEAT_MISSES_ALLOWED="3",
+        # The tests' webhook receivers listen on 127.0.0.1.
+        WEBHOOK_ALLOW_PRIVATE="1",
     )
     env.update(extra)
     return env

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from app.api import agents, chains, docs, health, routing, schedules, tasks, templates  # noqa: E402,F401  (routes register on bp)
+from app.api import agents, chains, docs, health, routing, schedules, tasks, templates, webhooks  # noqa: E402,F401  (routes register on bp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, field_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 CapabilityName = Annotated[
@@ -969,3 +969,172 @@ class CapabilityRoutingUpdate(Body):
     default_strategy: RoutingStrategy | None = Field(
         description="null: fall back to the server-wide default"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Webhooks
+# ---------------------------------------------------------------------------------------
+
+# The events a webhook subscribes to (WebhookEvents.ALL; tests check the two agree).
+WebhookEventName = Literal[
+    "task.created",
+    "task.assigned",
+    "task.completed",
+    "task.failed",
+    "task.cancelled",
+    "task.timed_out",
+    "task.expired",
+    "schedule.fired",
+    "agent.offline",
+]
+# What a delivery may carry: a subscribed event, or the test ping.
+DeliveryEventName = WebhookEventName | Literal["webhook.ping"]
+DeliveryStatusName = Literal["pending", "delivered", "failed"]
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2000,
+        description="http:// or https://, no credentials; private, loopback and link-local "
+        "addresses are refused unless WEBHOOK_ALLOW_PRIVATE",
+    ),
+]
+WebhookSecret = Annotated[
+    str,
+    Field(
+        min_length=16,
+        max_length=200,
+        description="signs each body (HMAC-SHA256); generated when left out",
+    ),
+]
+WebhookEventList = Annotated[
+    list[WebhookEventName],
+    Field(min_length=1, max_length=50, description="default: every event"),
+]
+
+
+class AgentWebhookCreate(Body):
+    url: WebhookUrl
+    events: WebhookEventList | None = None
+    secret: WebhookSecret | None = None
+    description: str | None = Field(None, max_length=200)
+
+
+class WebhookCreate(AgentWebhookCreate):
+    client_id: Name | None = Field(
+        None,
+        description="admin keys: the client whose events it receives (omitted: a global "
+        "webhook, every event); client keys: their own id, or omitted",
+    )
+
+
+class WebhookUpdate(Body):
+    """PATCH: the fields given replace the webhook's (url, events and active not with null)."""
+
+    url: WebhookUrl | None = None
+    events: WebhookEventList | None = None
+    active: bool | None = Field(
+        None, description="false pauses deliveries; true resumes them and clears disabled_reason"
+    )
+    description: str | None = Field(None, max_length=200, description="null clears it")
+
+    @field_validator("url", "events", "active", mode="before")
+    @classmethod
+    def not_null(cls, value: Any) -> Any:
+        # Only fields that were sent get here: a null would otherwise be a silent no-op.
+        if value is None:
+            raise ValueError("cannot be null (leave the field out to keep it)")
+        return value
+
+
+class SecretRotate(Body):
+    secret: WebhookSecret | None = None
+
+
+class DeliveryListQuery(Query):
+    status: DeliveryStatusName | None = None
+    event: DeliveryEventName | None = None
+    limit: int = Field(50, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=500)
+
+
+class DeliveryCountsOut(Out):
+    pending: int
+    delivered: int
+    failed: int
+
+
+class WebhookOut(Out):
+    webhook_id: str
+    agent_id: str | None = Field(description="set for an agent's webhook")
+    client_id: str | None = Field(description="set for a client's webhook")
+    owner: str = Field(description="agent:<id>, client:<id> or global")
+    url: str
+    events: list[WebhookEventName]
+    description: str | None
+    secret_hint: str = Field(description="the secret's last four characters")
+    active: bool
+    disabled_reason: str | None = Field(description="why it stopped: paused, or failing")
+    disabled_at: datetime | None
+    consecutive_failures: int
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    deliveries: DeliveryCountsOut = Field(description="deliveries kept, by status")
+
+
+class WebhookSecretOut(WebhookOut):
+    secret: str = Field(description="the signing secret: shown in this response only")
+
+
+class WebhookListOut(Out):
+    webhooks: list[WebhookOut] = Field(description="newest first")
+
+
+class WebhookDeletedOut(Out):
+    webhook_id: str
+    deleted: Literal[True]
+    message: str
+
+
+class WebhookAttemptOut(Out):
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None = Field(description="None: no HTTP answer")
+    outcome: Literal["delivered", "retry", "gave_up", "permanent", "disabled"]
+    error: str | None
+    request_headers: dict[str, str] | None = Field(description="the signature elided")
+    response_headers: dict[str, str] | None
+    response_excerpt: str | None
+
+
+class WebhookDeliveryOut(Out):
+    delivery_id: str
+    webhook_id: str
+    event_id: str = Field(description="sent as X-Webhook-Id: the same on retries and redeliveries")
+    event: DeliveryEventName
+    status: DeliveryStatusName
+    attempt: int = Field(description="attempts made so far")
+    max_attempts: int
+    status_code: int | None = Field(description="of the last attempt")
+    duration_ms: int | None = Field(description="of the last attempt")
+    error: str | None = Field(description="of the last attempt")
+    next_attempt_at: datetime | None = Field(description="while pending")
+    redelivery_of: str | None = Field(description="the delivery this one sends again")
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    attempts: list[WebhookAttemptOut] = Field(description="oldest first")
+
+
+class WebhookDeliveryDetailOut(WebhookDeliveryOut):
+    body: str | None = Field(description="the JSON body sent (and signed), as sent")
+
+
+class WebhookDeliveryPageOut(Out):
+    deliveries: list[WebhookDeliveryOut] = Field(description="newest first")
+    next_cursor: str | None
+    limit: int

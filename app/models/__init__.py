@@ -16,6 +16,7 @@ from app.models.task import (
     FINISHED_TASKS,
     RETRY_POLICIES,
     ROUTABLE_TASKS,
+    TASK_EVENTS,
     AttemptOutcome,
     Task,
     TaskAttempt,
@@ -24,6 +25,14 @@ from app.models.task import (
     TaskStatus,
 )
 from app.models.trust import CapabilityRouting, TrustEvent, TrustRecord
+from app.models.webhook import (
+    DeliveryStatus,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookEvents,
+)
 from app.models.workflow import ChainStatus, TaskChain, TaskTemplate
 
 __all__ = [
@@ -31,6 +40,7 @@ __all__ = [
     "HEALTH_TO_STATUS",
     "RETRY_POLICIES",
     "ROUTABLE_TASKS",
+    "TASK_EVENTS",
     "Agent",
     "AgentStatus",
     "ApiKey",
@@ -38,6 +48,7 @@ __all__ = [
     "Capability",
     "CapabilityRouting",
     "ChainStatus",
+    "DeliveryStatus",
     "ExecutionStatus",
     "ExecutionTrigger",
     "MisfirePolicy",
@@ -57,4 +68,9 @@ __all__ = [
     "TrustEvent",
     "TrustRecord",
     "User",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WebhookEvents",
 ]

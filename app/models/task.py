@@ -58,6 +58,9 @@ FINISHED_TASKS = "ains_finished_tasks"
 # Session.info key: (task, time) pairs that went PENDING in the open transaction; routing
 # assigns them before it commits (services/routing).
 ROUTABLE_TASKS = "ains_routable_tasks"
+# Session.info key: (task, event) of every transition in the open transaction; the webhook
+# outbox is written from them before it commits (services/webhooks).
+TASK_EVENTS = "ains_task_events"
 
 
 class Task(db.Model):
@@ -160,6 +163,7 @@ class Task(db.Model):
         self.status = to_status
         self.updated_at = now
         db.session.add(event)
+        db.session.info.setdefault(TASK_EVENTS, []).append((self, event))
         if to_status in TaskStatus.TERMINAL:
             # Dependents and chains react before this transaction commits (services/workflows).
             db.session.info.setdefault(FINISHED_TASKS, []).append(self)

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.lib.clock import utcnow
+from app.lib.clock import isoformat, utcnow
 from app.lib.tokens import new_id
-from app.models import HEALTH_TO_STATUS, Agent, AgentStatus, Capability, Role
-from app.services import routing
+from app.models import HEALTH_TO_STATUS, Agent, AgentStatus, Capability, Role, WebhookEvents
+from app.services import routing, webhooks
 from app.services.attempts import renew_leases, stop_notices
 from app.services.auth import create_api_key
 from app.services.errors import Conflict, NotPermitted
@@ -112,7 +112,15 @@ def record_heartbeat(
     renew_leases(agent.id, now, task_ids=running_task_ids)
     agent.last_heartbeat = now
     agent.health_status = health_status
+    was = agent.status
     agent.status = HEALTH_TO_STATUS[health_status]
+    if agent.status == AgentStatus.INACTIVE and was != AgentStatus.INACTIVE:
+        webhooks.emit(
+            WebhookEvents.AGENT_OFFLINE,
+            at=now,
+            agent_id=agent.id,
+            data={"reason": "the agent reported OFFLINE", "last_heartbeat": isoformat(now)},
+        )
     agent.uptime_ms = uptime_ms
     agent.metrics = metrics
     agent.updated_at = now

@@ -10,9 +10,17 @@ from typing import Any
 from sqlalchemy import update
 
 from app.extensions import db
-from app.lib.clock import utcnow
-from app.models import Agent, AgentStatus, AttemptOutcome, ProcessBeat, Task, TaskStatus
-from app.services import routing
+from app.lib.clock import isoformat, utcnow
+from app.models import (
+    Agent,
+    AgentStatus,
+    AttemptOutcome,
+    ProcessBeat,
+    Task,
+    TaskStatus,
+    WebhookEvents,
+)
+from app.services import routing, webhooks
 from app.services.attempts import (
     lateness,
     record_cancellation,
@@ -42,6 +50,9 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         "reassigned": reassign_unclaimed(now),
         # Work no agent had room for, and retries whose delay is over.
         "routed": route_backlog(now),
+        # Webhook deliveries due (retries) or whose job went missing (Redis flushed).
+        "webhooks_queued": webhooks.queue_due(now),
+        "webhook_events_pruned": webhooks.prune(now),
     }
 
 
@@ -108,10 +119,12 @@ def retire_silent_agents(now: datetime) -> int:
     stale = (Agent.last_heartbeat < now - silence) & (
         (Agent.status != AgentStatus.INACTIVE) | holding
     )
-    stale_agents = db.session.execute(db.select(Agent.id, Agent.last_heartbeat).where(stale)).all()
+    stale_agents = db.session.execute(
+        db.select(Agent.id, Agent.last_heartbeat, Agent.status).where(stale)
+    ).all()
     db.session.rollback()
     retired = 0
-    for agent_id, last_heartbeat in stale_agents:
+    for agent_id, last_heartbeat, was in stale_agents:
         # Task rows first, then the agent row: the lock order every writer follows. A task
         # locked by a report in flight is left to that report (or to the lease check).
         tasks = list(
@@ -134,6 +147,17 @@ def retire_silent_agents(now: datetime) -> int:
             db.session.rollback()
             continue
         deadline = last_heartbeat + silence if last_heartbeat else None
+        if was != AgentStatus.INACTIVE:  # one that said OFFLINE was announced then
+            webhooks.emit(
+                WebhookEvents.AGENT_OFFLINE,
+                at=now,
+                agent_id=agent_id,
+                data={
+                    "reason": f"no heartbeat for {settings.lease_seconds}s",
+                    "last_heartbeat": isoformat(last_heartbeat),
+                    "tasks_returned": len(tasks),
+                },
+            )
         for task in tasks:
             if task.status == TaskStatus.ASSIGNED:
                 routing.unassign(

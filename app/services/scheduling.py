@@ -19,7 +19,7 @@ from sqlalchemy import case, func, text
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.lib.clock import as_utc, utcnow
+from app.lib.clock import as_utc, isoformat, utcnow
 from app.lib.cron import CronError, describe, load_zone, next_after, next_runs, parse_cron
 from app.lib.tokens import new_id
 from app.models import (
@@ -33,7 +33,9 @@ from app.models import (
     ScheduleStatus,
     Task,
     TaskStatus,
+    WebhookEvents,
 )
+from app.services import webhooks
 from app.services.dispatch import build_task, resolve_client_id
 from app.services.errors import Conflict, DomainError, InvalidInput, NotFound, invalid
 from app.services.principal import Principal, schedule_runner
@@ -346,6 +348,22 @@ def start_run(
     execution.task_id = task.id
     db.session.add(execution)
     db.session.flush()  # the next run's overlap check must see this one
+    webhooks.emit(
+        WebhookEvents.SCHEDULE_FIRED,
+        at=now,
+        task_id=task.id,
+        schedule_id=schedule.id,
+        client_id=schedule.client_id,
+        data={
+            "schedule_id": schedule.id,
+            "description": schedule.description,
+            "execution_id": execution.id,
+            "scheduled_for": isoformat(scheduled_for),
+            "fired_at": isoformat(now),
+            "trigger": trigger,
+            "late_ms": round((now - scheduled_for).total_seconds() * 1000),
+        },
+    )
     return task
 
 

@@ -48,11 +48,14 @@ def _before_commit(session: Session) -> None:
         settle(session)
     # Then the tasks that became claimable (released dependents included) are routed.
     routing.route_recorded(session)
+    # Last, every transition above (routing's included) goes to the webhook outbox.
+    webhooks.write_outbox(session)
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     wakeups.notify_agents(routing.winners_committed(session))
+    webhooks.queue_committed(session)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -60,8 +63,9 @@ def _after_rollback(session: Session) -> None:
     # What a rolled-back transaction finished or routed never happened.
     session.info.pop(FINISHED_TASKS, None)
     routing.forget(session)
+    webhooks.forget(session)
 
 
 # The modules whose reactions register on import (after REACTIONS exists: they import us).
-from app.services import chains, dependencies, routing  # noqa: E402,F401
+from app.services import chains, dependencies, routing, webhooks  # noqa: E402,F401
 from app.services.wakeups import wakeups  # noqa: E402

@@ -27,9 +27,18 @@ from app.api.schemas import (
     TaskOut,
 )
 from app.extensions import db
-from app.models import Agent, Schedule, ScheduleExecution, Task, TaskAttempt, TaskEvent
+from app.models import (
+    Agent,
+    Schedule,
+    ScheduleExecution,
+    Task,
+    TaskAttempt,
+    TaskEvent,
+    WebhookEvents,
+)
 from app.services import scheduling
 from tests.api.support import T0
+from tests.api.webhook_support import receiver, send_now
 from tests.conftest import Api, Persona, Personas
 
 API_PREFIXES = ("/ains", "/aitp")
@@ -215,6 +224,7 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
     exercise_dependencies(api, personas)
     exercise_trust(api, personas, agent_id, agent)
     exercise_routing(api, personas)
+    exercise_webhooks(api, personas)
     # Errors of every documented kind.
     api.get("/ains/tasks")
     api.post("/ains/tasks", personas.fleet, json={})
@@ -592,3 +602,56 @@ def exercise_routing(api: RecordingApi, personas: Personas) -> None:
         json={"default_strategy": "dice"},
     )
     api.call("PUT", f"{routing}/capabilities/report-v1", personas.admin, json={})
+
+
+def exercise_webhooks(api: RecordingApi, personas: Personas) -> None:
+    """Every webhook operation, with its success and error outcomes, and real attempts."""
+    hooks, deliveries = "/ains/webhooks", "/ains/webhook-deliveries"
+    agent_id, agent = api.register_agent(personas.fleet, name="hooked")
+    with receiver() as ok:
+        mine = api.post(
+            f"/ains/agents/{agent_id}/webhooks",
+            agent,
+            json={"url": ok.url, "events": ["task.completed"], "secret": "s3cret-value-1234"},
+        ).get_json()["webhook_id"]
+        client_hook = api.post(
+            hooks, personas.client, json={"url": ok.url, "events": ["task.created"]}
+        ).get_json()["webhook_id"]
+        api.post(hooks, personas.admin, json={"url": ok.url, "description": "everything"})
+        api.submit(personas.client, capability_required="idle-v1")
+        page = api.get(f"{hooks}/{client_hook}/deliveries", personas.client).get_json()
+        first = page["deliveries"][0]["delivery_id"]
+        send_now(api.client.application, first)  # delivered: an attempt with its response
+        ping = api.post(f"{hooks}/{mine}/test", agent).get_json()["delivery_id"]
+    send_now(api.client.application, ping)  # the receiver is gone: an attempt with no answer
+    api.get(f"/ains/agents/{agent_id}/webhooks", agent)
+    api.get(hooks, personas.admin)
+    api.get(f"{hooks}/{mine}", agent)
+    api.patch(f"{hooks}/{mine}", agent, json={"events": ["task.failed"], "description": None})
+    api.post(f"{hooks}/{mine}/rotate-secret", agent)
+    api.get(f"{hooks}/{client_hook}/deliveries", personas.client, query_string={"limit": 1})
+    api.get(f"{hooks}/{mine}/deliveries", agent, query_string={"event": "webhook.ping"})
+    api.get(f"{deliveries}/{first}", personas.client)
+    api.get(f"{deliveries}/{ping}", agent)
+    api.post(f"{deliveries}/{first}/redeliver", personas.client)
+    # Errors.
+    api.post(hooks, agent, json={"url": "http://127.0.0.1:9/x"})
+    api.post(hooks, personas.client, json={"url": "ftp://example.com/"})
+    api.post(f"/ains/agents/{agent_id}/webhooks", personas.other_fleet, json={"url": "x"})
+    api.get(f"/ains/agents/{agent_id}/webhooks", personas.client)
+    api.get(f"{hooks}/{mine}", personas.client)
+    api.patch(f"{hooks}/{mine}", agent, json={"url": None})
+    api.post(f"{hooks}/{mine}/rotate-secret", agent, json={"secret": "short"})
+    api.get(f"{hooks}/{client_hook}/deliveries", personas.client, query_string={"cursor": "x"})
+    api.get(f"{deliveries}/{first}", personas.other_client)
+    api.patch(f"{hooks}/{client_hook}", personas.client, json={"active": False})
+    api.post(f"{deliveries}/{first}/redeliver", personas.client)
+    api.post(f"{hooks}/{client_hook}/test", personas.client)
+    api.call("DELETE", f"{hooks}/{client_hook}", personas.client)
+    api.call("DELETE", f"{hooks}/{client_hook}", personas.client)
+
+
+def test_it_documents_exactly_the_webhook_events_there_are(spec: dict[str, Any]) -> None:
+    events = spec["components"]["schemas"]["AgentWebhookCreate"]["properties"]["events"]
+    [listed] = [option for option in events["anyOf"] if option.get("type") == "array"]
+    assert tuple(listed["items"]["enum"]) == WebhookEvents.ALL
