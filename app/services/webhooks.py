@@ -962,9 +962,19 @@ def get_delivery(principal: Principal, delivery_id: str) -> WebhookDelivery:
     return delivery
 
 
+def event_bodies(event_ids: Iterable[str]) -> dict[str, str]:
+    """The bodies sent for these events (one query)."""
+    ids = list(set(event_ids))
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        select(WebhookEvent.id, WebhookEvent.body).where(WebhookEvent.id.in_(ids))
+    )
+    return {event_id: body for event_id, body in rows}
+
+
 def event_body(event_id: str) -> str | None:
-    event = db.session.get(WebhookEvent, event_id)
-    return event.body if event is not None else None
+    return event_bodies([event_id]).get(event_id)
 
 
 def redeliver(

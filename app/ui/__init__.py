@@ -17,4 +17,5 @@ from app.ui import (  # noqa: E402,F401
     schedules,
     task_templates,
     tasks,
+    webhooks,
 )
