@@ -30,6 +30,10 @@ def webhook_queue_name(config: dict) -> str:
     return f"{config['RQ_QUEUE']}-webhooks"
 
 
+def delivery_job_id(delivery_id: str) -> str:
+    return f"webhook-{delivery_id}"
+
+
 def webhook_dispatcher(app: Flask) -> Callable[[list[str]], None]:
     """Queue one ``jobs.webhooks.deliver`` job per delivery id, in one round trip."""
     from rq import Queue
@@ -46,12 +50,29 @@ def webhook_dispatcher(app: Flask) -> Callable[[list[str]], None]:
                     timeout=job_timeout,
                     result_ttl=0,
                     failure_ttl=86400,
+                    job_id=delivery_job_id(delivery_id),
                 )
                 for delivery_id in ids
             ]
         )
 
     return dispatch
+
+
+def webhook_jobs_waiting(app: Flask) -> Callable[[list[str]], set[str]]:
+    """The delivery ids whose job still waits in the queue (one pipelined round trip)."""
+    from rq.job import Job
+
+    connection = redis_client(app.config["REDIS_URL"])
+
+    def waiting(ids: list[str]) -> set[str]:
+        pipe = connection.pipeline(transaction=False)
+        for delivery_id in ids:
+            pipe.hget(Job.key_for(delivery_job_id(delivery_id)), "status")
+        statuses = pipe.execute()
+        return {i for i, s in zip(ids, statuses, strict=True) if s in (b"queued", "queued")}
+
+    return waiting
 
 
 def create_app(config_class: type = Config) -> Flask:
@@ -72,7 +93,7 @@ def create_app(config_class: type = Config) -> Flask:
     seed = app.config["ROUTING_RANDOM_SEED"]
     routing.configure_rng(seed if seed >= 0 else None)
     wakeups.configure(redis_client(app.config["REDIS_URL"]))
-    webhook_settings.configure(app.config, webhook_dispatcher(app))
+    webhook_settings.configure(app.config, webhook_dispatcher(app), webhook_jobs_waiting(app))
 
     from app import models  # noqa: F401  (register tables)
     from app.api import bp as api_bp

@@ -93,11 +93,17 @@ class WebhookSettings:
     sealer: Sealer | None = None
     # Puts delivery ids on the job queue (set by create_app; None: the sweep alone sends).
     dispatcher: Callable[[list[str]], None] | None = None
+    # The delivery ids whose job still waits in the queue (None: assume none does).
+    jobs_waiting: Callable[[list[str]], set[str]] | None = None
     rng: random.Random = field(default_factory=random.Random)
 
     def configure(
-        self, config: Mapping[str, Any], dispatcher: Callable[[list[str]], None] | None
+        self,
+        config: Mapping[str, Any],
+        dispatcher: Callable[[list[str]], None] | None,
+        jobs_waiting: Callable[[list[str]], set[str]] | None = None,
     ) -> None:
+        self.jobs_waiting = jobs_waiting
         self.timeout_seconds = float(config["WEBHOOK_TIMEOUT_SECONDS"])
         self.max_attempts = config["WEBHOOK_MAX_ATTEMPTS"]
         self.retry_base_seconds = float(config["WEBHOOK_RETRY_BASE_SECONDS"])
@@ -536,6 +542,22 @@ def record(outgoing: Outgoing, result: Result, started_at: datetime, now: dateti
     if hook is None or delivery is None:  # the webhook was deleted meanwhile
         db.session.rollback()
         return "gone"
+    if delivery.attempts != outgoing.attempt or delivery.status != DeliveryStatus.PENDING:
+        # Our lease ran out and another sender took the delivery over (or finished it):
+        # keep the attempt for the record, leave the delivery and the webhook to it.
+        db.session.add(
+            WebhookAttempt(
+                delivery_id=delivery.id,
+                number=outgoing.attempt,
+                started_at=started_at,
+                duration_ms=result.duration_ms,
+                status_code=result.status_code,
+                outcome="superseded",
+                error=result.error,
+            )
+        )
+        db.session.commit()
+        return "superseded"
     outcome = result.outcome
     if outcome == "retry" and outgoing.attempt >= outgoing.max_attempts:
         outcome = "gave_up"
@@ -631,6 +653,15 @@ def queue_due(now: datetime | None = None) -> int:
     if not ids:
         db.session.rollback()
         return 0
+    # A job still waiting behind a backlog is not lost: queueing it again would only add
+    # a duplicate job per tick. Marked as just queued either way, so the next tick looks
+    # at other rows.
+    waiting: set[str] = set()
+    if webhook_settings.jobs_waiting is not None:
+        try:
+            waiting = webhook_settings.jobs_waiting(ids)
+        except Exception as exc:  # Redis down: dispatch() will fail and say so
+            log.warning("cannot check queued webhook jobs (%s)", exc)
     db.session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_(ids))
@@ -638,8 +669,9 @@ def queue_due(now: datetime | None = None) -> int:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    dispatch(ids)
-    return len(ids)
+    lost = [i for i in ids if i not in waiting]
+    dispatch(lost)
+    return len(lost)
 
 
 def prune(now: datetime | None = None) -> int:
