@@ -464,7 +464,7 @@ def test_it_lists_the_delivery_a_task_event_wrote(app: Flask, api: Api, personas
 
 
 def test_it_shows_each_attempt_of_a_delivery(app: Flask, api: Api, personas: Personas) -> None:
-    with receiver(status=503) as failing:
+    with receiver(status=503, body=b"thanks") as failing:
         hook = create(api, personas.client, url=failing.url, events=["task.created"])
         api.submit(personas.client)
         [delivery] = deliveries(api, personas.client, hook["webhook_id"])["deliveries"]

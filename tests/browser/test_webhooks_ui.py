@@ -20,7 +20,7 @@ from tests.browser.conftest import ConsoleLog
 from tests.browser.support import Http, screenshot, sign_in
 from tests.conftest import Personas
 from tests.processes import Process, WebServer, rq_worker  # noqa: F401  (the fixture)
-from tests.ui.webhook_receiver import receiver
+from tests.webhook_receiver import receiver
 
 pytestmark = pytest.mark.browser
 
@@ -69,7 +69,7 @@ def test_it_creates_a_webhook_pings_it_and_shows_the_delivery(
     agent_id, _ = Http(base).register(personas.fleet.key, "atlas", ["report-v1"], 2)
     neighbours(app, agent_id)
 
-    with receiver() as got:
+    with receiver(body=b"ok") as got:
         sign_in(page, base, operator, "/webhooks")
         expect(page.locator("tr[data-webhook-id]")).to_have_count(3)
 

@@ -36,8 +36,8 @@ from app.services.errors import Conflict
 from app.services.principal import SYSTEM, Principal
 from app.services.webhooks import webhook_settings
 from tests.conftest import Api, Personas
-from tests.e2e.receiver import Receiver, Reply
 from tests.processes import Process, free_port, process_env, start_web
+from tests.webhook_receiver import Receiver, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -6,9 +6,7 @@ Real HTTP round trips with real processes live in tests/e2e/test_webhook_deliver
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -37,6 +35,7 @@ from app.services.settings import settings
 from app.services.webhooks import webhook_settings
 from tests.services.conftest import Actors
 from tests.services.factories import make_agent, make_task
+from tests.webhook_receiver import Receiver
 
 URL = "http://127.0.0.1:9/hook"  # never called by these tests unless a receiver is started
 
@@ -217,44 +216,16 @@ def test_a_rolled_back_change_writes_no_event(actors: Actors, queued: list[str])
 # ---------------------------------------------------------------------------------------
 
 
-class Receiver:
-    """A local HTTP server answering with scripted status codes."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                # The scripted answers in turn, the last one for good.
-                statuses = receiver.statuses
-                status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(f"answer {status}".encode())
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def scripted(statuses: list[int]) -> Receiver:
+    """A receiver answering with ``statuses`` in turn, the last one for good."""
+    return Receiver(script=statuses[:-1], default=statuses[-1])
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver([200])
+    r = scripted([200])
     yield r
-    r.close()
+    r.stop()
 
 
 def one_delivery(actors: Actors, url: str) -> tuple[Webhook, str, WebhookDelivery]:
@@ -276,7 +247,8 @@ def test_a_delivery_is_signed_and_recorded(
 ) -> None:
     _, secret, delivery = one_delivery(actors, receiver.url)
     assert webhooks.deliver(delivery.id) == "delivered"
-    [(headers, body)] = receiver.requests
+    [got] = receiver.requests
+    headers, body = got.headers, got.body
     assert headers["X-Webhook-Signature"] == webhooks.sign(secret, body)
     assert headers["X-Webhook-Id"] == delivery.event_id
     assert headers["X-Webhook-Event"] == "task.created"
@@ -284,7 +256,7 @@ def test_a_delivery_is_signed_and_recorded(
     row = fresh(delivery.id)
     assert row.status == DeliveryStatus.DELIVERED and row.last_status_code == 200
     [attempt] = db.session.scalars(db.select(WebhookAttempt)).all()
-    assert attempt.response_excerpt == "answer 200"
+    assert attempt.response_excerpt == '{"ok": true}'
     # The signature is not kept with the attempt.
     assert secret not in json.dumps(attempt.request_headers)
     # Delivered: a second job for it sends nothing.
@@ -308,7 +280,7 @@ def test_failures_back_off_then_give_up(
 ) -> None:
     monkeypatch.setattr(webhook_settings, "max_attempts", 3)
     monkeypatch.setattr(webhook_settings, "retry_base_seconds", 10.0)
-    r = Receiver([500, 503, 502])
+    r = scripted([500, 503, 502])
     try:
         hook, _, delivery = one_delivery(actors, r.url)
         assert webhooks.deliver(delivery.id) == "retry"
@@ -338,12 +310,12 @@ def test_failures_back_off_then_give_up(
         assert webhooks.deliver(delivery.id) == "gave_up"
         last = fresh(delivery.id)
         assert last.status == DeliveryStatus.FAILED and last.attempts == 3
-        assert [h["X-Webhook-Attempt"] for h, _ in r.requests] == ["1", "2", "3"]
-        assert len({h["X-Webhook-Id"] for h, _ in r.requests}) == 1
+        assert [g.header("X-Webhook-Attempt") for g in r.requests] == ["1", "2", "3"]
+        assert len({g.event_id for g in r.requests}) == 1
         db.session.expire_all()
         assert db.session.get(Webhook, hook.id).consecutive_failures == 1
     finally:
-        r.close()
+        r.stop()
 
 
 @pytest.mark.parametrize(
@@ -353,7 +325,7 @@ def test_failures_back_off_then_give_up(
 def test_client_errors_are_not_retried(
     actors: Actors, queued: list[str], status: int, outcome: str, active: bool
 ) -> None:
-    r = Receiver([status])
+    r = scripted([status])
     try:
         hook, _, delivery = one_delivery(actors, r.url)
         assert webhooks.deliver(delivery.id) == outcome
@@ -364,27 +336,27 @@ def test_client_errors_are_not_retried(
         if not active:
             assert "410" in row.disabled_reason
     finally:
-        r.close()
+        r.stop()
 
 
 @pytest.mark.parametrize("status", [408, 429])
 def test_timeouts_and_throttling_are_retried(
     actors: Actors, queued: list[str], status: int
 ) -> None:
-    r = Receiver([status, 200])
+    r = scripted([status, 200])
     try:
         _, _, delivery = one_delivery(actors, r.url)
         assert webhooks.deliver(delivery.id) == "retry"
         assert fresh(delivery.id).status == DeliveryStatus.PENDING
     finally:
-        r.close()
+        r.stop()
 
 
 def test_a_webhook_failing_too_often_is_disabled(
     actors: Actors, queued: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(webhook_settings, "disable_after_failures", 2)
-    r = Receiver([400])
+    r = scripted([400])
     try:
         hook, _ = webhooks.create_webhook(actors.client, url=r.url, events=["task.created"])
         for _ in range(3):
@@ -408,7 +380,7 @@ def test_a_webhook_failing_too_often_is_disabled(
         row = db.session.get(Webhook, hook.id)
         assert row.active and row.disabled_reason is None and row.consecutive_failures == 0
     finally:
-        r.close()
+        r.stop()
 
 
 def test_the_sweep_requeues_deliveries_whose_job_was_lost(
@@ -433,9 +405,9 @@ def test_redelivery_is_a_new_delivery_of_the_same_event(
     again = webhooks.redeliver(actors.client, delivery.id)
     assert again.redelivery_of == delivery.id and again.event_id == delivery.event_id
     assert webhooks.deliver(again.id) == "delivered"
-    ids = [h["X-Webhook-Id"] for h, _ in receiver.requests]
+    ids = [g.event_id for g in receiver.requests]
     assert ids == [delivery.event_id, delivery.event_id]
-    assert receiver.requests[0][1] == receiver.requests[1][1]
+    assert receiver.requests[0].body == receiver.requests[1].body
 
 
 def test_old_finished_events_are_pruned(actors: Actors, queued: list[str]) -> None:
@@ -545,7 +517,8 @@ def test_the_ping_reaches_only_its_webhook(
     delivery = webhooks.ping(actors.client, hook.id)
     assert delivery.event == WebhookEvents.PING
     assert webhooks.deliver(delivery.id) == "delivered"
-    [(headers, body)] = receiver.requests
+    [got] = receiver.requests
+    headers, body = got.headers, got.body
     assert json.loads(body)["data"]["webhook_id"] == hook.id
     assert headers["X-Webhook-Signature"] == webhooks.sign(secret, body)
 

@@ -20,7 +20,7 @@ from app.services.principal import operator as operator_principal
 from app.ui.webhooks import DELIVERY_PAGE_SIZE
 from tests.conftest import Api, Personas
 from tests.ui.conftest import HTMX, form_token, text
-from tests.ui.webhook_receiver import receiver
+from tests.webhook_receiver import receiver
 
 ROW = re.compile(r'<tr data-webhook-id="([^"]+)"')
 DELIVERY = re.compile(r'<li class="delivery [^"]*" id="delivery-([^"]+)"')

@@ -1,4 +1,5 @@
-"""A local HTTP receiver for webhook deliveries, started by the test that uses it.
+"""A local HTTP receiver for webhook deliveries, started by the test that uses it (the
+services, API, console, browser and end-to-end tests share it).
 
 It listens on 127.0.0.1 in a thread, records every request (arrival time, path, headers,
 raw body) and answers from a script: one ``Reply`` per request in order (a status code, its
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from requests.structures import CaseInsensitiveDict
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -25,6 +28,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds the request is held before the answer
+    body: bytes | None = None  # default: {"ok": true} for a 2xx, {"ok": false} otherwise
 
 
 @dataclass
@@ -34,11 +38,11 @@ class Received:
     at: float  # time.time(): compared with the body's timestamp
     monotonic: float  # time.monotonic(): compared with other arrivals
     path: str
-    headers: dict[str, str]  # lower-cased names
+    headers: CaseInsensitiveDict[str]
     body: bytes
 
     def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
+        return self.headers.get(name)
 
     @property
     def json(self) -> dict[str, Any]:
@@ -100,7 +104,7 @@ class Receiver:
                     at=arrived,
                     monotonic=arrived_mono,
                     path=handler.path,
-                    headers={k.lower(): v for k, v in handler.headers.items()},
+                    headers=CaseInsensitiveDict(handler.headers.items()),
                     body=body,
                 )
             )
@@ -108,7 +112,9 @@ class Receiver:
             self._lock.notify_all()
         if reply.delay:
             time.sleep(reply.delay)
-        payload = b'{"ok": true}' if 200 <= reply.status < 300 else b'{"ok": false}'
+        payload = reply.body
+        if payload is None:
+            payload = b'{"ok": true}' if 200 <= reply.status < 300 else b'{"ok": false}'
         try:
             handler.send_response(reply.status)
             for name, value in reply.headers.items():
@@ -171,3 +177,10 @@ def receiving(
         yield receiver
     finally:
         receiver.stop()
+
+
+@contextmanager
+def receiver(status: int = 200, body: bytes | None = None) -> Iterator[Receiver]:
+    """A receiver answering every request with ``status`` (and ``body``)."""
+    with receiving(default=Reply(status=status, body=body)) as started:
+        yield started
