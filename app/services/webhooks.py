@@ -259,7 +259,9 @@ def write_outbox(session: Session) -> None:
     kinds = {o.event for o in occurrences}
     hooks = [
         h
-        for h in session.scalars(select(Webhook).where(Webhook.active.is_(True)))
+        for h in session.scalars(
+            select(Webhook).where(Webhook.active.is_(True), concerned(occurrences))
+        )
         if kinds.intersection(h.events or ())
     ]
     if not hooks:
@@ -279,6 +281,21 @@ def write_outbox(session: Session) -> None:
     deliveries = [new_delivery(h.id, event, now) for event, audience in planned for h in audience]
     session.add_all(deliveries)
     session.info.setdefault(QUEUED, []).extend(d.id for d in deliveries)
+
+
+def concerned(occurrences: list[Occurrence]) -> Any:
+    """SQL narrowing the active webhooks to those whose owner these events may concern:
+    global ones, the clients' and agents' involved, and (for new tasks) agents' ones."""
+    clients = {o.client_id for o in occurrences if o.client_id}
+    agents = {o.agent_id for o in occurrences if o.agent_id}
+    conditions = [Webhook.agent_id.is_(None) & Webhook.client_id.is_(None)]
+    if clients:
+        conditions.append(Webhook.client_id.in_(clients))
+    if any(o.event == WebhookEvents.TASK_CREATED for o in occurrences):
+        conditions.append(Webhook.agent_id.is_not(None))  # by capability, checked after
+    elif agents:
+        conditions.append(Webhook.agent_id.in_(agents))
+    return or_(*conditions)
 
 
 def agent_capabilities(

@@ -200,6 +200,28 @@ def test_agent_offline_is_announced_once(
     assert "no heartbeat" in reasons[silent.id]
 
 
+def test_an_agent_webhook_hears_only_its_own_agent_going_offline(
+    actors: Actors, queued: list[str]
+) -> None:
+    now = utcnow()
+    mine = make_agent(actors.fleet, now)
+    other = make_agent(actors.fleet, now)
+    hook, _ = webhooks.create_webhook(
+        actors.fleet, agent_id=mine.id, url=URL, events=["agent.offline"]
+    )
+    for agent in (other, mine):
+        agent_service.record_heartbeat(
+            actors.fleet,
+            agent.id,
+            health_status="OFFLINE",
+            uptime_ms=1,
+            metrics={},
+            interval_seconds=10,
+            now=now,
+        )
+    assert [(n, b["agent_id"]) for n, b in events_for(hook.id)] == [("agent.offline", mine.id)]
+
+
 def test_a_rolled_back_change_writes_no_event(actors: Actors, queued: list[str]) -> None:
     hook, _ = webhooks.create_webhook(actors.client, url=URL, events=["task.cancelled"])
     task = make_task(actors.client, utcnow())
