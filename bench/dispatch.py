@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -361,16 +362,22 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM the group, SIGKILL after 10 s."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, 10)
         self.log.close()
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM a child's process group, SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 ACCESS_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms pid=%(p)s'
@@ -1115,16 +1122,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_main(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    print_report: Callable[[dict[str, Any]], None],
+    stopped: str,
+) -> int:
+    """A benchmark's main: run, report, write ``--json``; 1 if a check failed, 130 if
+    interrupted (``stopped`` says what the finally blocks stopped)."""
     # SIGTERM (and SIGINT even when started in the background) behave like Ctrl-C, so the
-    # finally blocks stop gunicorn.
+    # finally blocks stop the processes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = run(args)
     except KeyboardInterrupt:
-        print("interrupted: gunicorn stopped, no results", file=sys.stderr)
+        print(f"interrupted: {stopped} stopped, no results", file=sys.stderr)
         return 130
     print_report(result)
     if args.json:
@@ -1132,6 +1145,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"results written to {args.json}")
     return 0 if result["passed"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(parse_args(argv), run, print_report, "gunicorn")
 
 
 if __name__ == "__main__":

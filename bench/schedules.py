@@ -47,6 +47,7 @@ from dispatch import (  # bench/ is not a package
     percentile,
     pg_transactions,
     reset_database,
+    run_main,
     without_password,
 )
 
@@ -791,22 +792,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # SIGTERM (and SIGINT even when started in the background) behave like Ctrl-C, so the
-    # finally blocks stop the clocks and the worker.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        result = run(args)
-    except KeyboardInterrupt:
-        print("interrupted: clocks and worker stopped, no results", file=sys.stderr)
-        return 130
-    print_report(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        print(f"results written to {args.json}")
-    return 0 if result["passed"] else 1
+    return run_main(parse_args(argv), run, print_report, "clocks and worker")
 
 
 if __name__ == "__main__":

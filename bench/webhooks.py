@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -58,6 +57,8 @@ from dispatch import (  # bench/ is not a package
     machine_cpu_ticks,
     process_cpu_seconds,
     reset_database,
+    run_main,
+    stop_group,
     summary_ms,
     without_password,
 )
@@ -204,15 +205,7 @@ class Child:
             return log.read()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, 15)
         self.log.close()
 
 
@@ -655,20 +648,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # SIGTERM behaves like Ctrl-C, so the finally blocks stop every process.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        result = run(args)
-    except KeyboardInterrupt:
-        print("interrupted: processes stopped, no results", file=sys.stderr)
-        return 130
-    print_report(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        print(f"results written to {args.json}")
-    return 0 if result["passed"] else 1
+    return run_main(parse_args(argv), run, print_report, "processes")
 
 
 if __name__ == "__main__":

@@ -422,18 +422,22 @@ class Result:
     retry_after: float | None = None
 
 
+def sendable(now: datetime) -> list[Any]:
+    """Conditions of a delivery that may be sent now: pending, due, held by no sender, and
+    its webhook active."""
+    return [
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+        WebhookDelivery.webhook_id.in_(select(Webhook.id).where(Webhook.active.is_(True))),
+    ]
+
+
 def lease(delivery_id: str, now: datetime) -> Outgoing | None:
     """Take a due delivery for one send; None if it is not due, taken or done."""
-    active = select(Webhook.id).where(Webhook.active.is_(True))
     taken = db.session.execute(
         update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == DeliveryStatus.PENDING,
-            WebhookDelivery.next_attempt_at <= now,
-            or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
-            WebhookDelivery.webhook_id.in_(active),
-        )
+        .where(WebhookDelivery.id == delivery_id, *sendable(now))
         .values(
             locked_until=now + timedelta(seconds=webhook_settings.lease_seconds),
             attempts=WebhookDelivery.attempts + 1,
@@ -559,24 +563,12 @@ def record(outgoing: Outgoing, result: Result, started_at: datetime, now: dateti
     if hook is None or delivery is None:  # the webhook was deleted meanwhile
         db.session.rollback()
         return "gone"
+    outcome = result.outcome
     if delivery.attempts != outgoing.attempt or delivery.status != DeliveryStatus.PENDING:
         # Our lease ran out and another sender took the delivery over (or finished it):
         # keep the attempt for the record, leave the delivery and the webhook to it.
-        db.session.add(
-            WebhookAttempt(
-                delivery_id=delivery.id,
-                number=outgoing.attempt,
-                started_at=started_at,
-                duration_ms=result.duration_ms,
-                status_code=result.status_code,
-                outcome="superseded",
-                error=result.error,
-            )
-        )
-        db.session.commit()
-        return "superseded"
-    outcome = result.outcome
-    if outcome == "retry" and outgoing.attempt >= outgoing.max_attempts:
+        outcome = "superseded"
+    elif outcome == "retry" and outgoing.attempt >= outgoing.max_attempts:
         outcome = "gave_up"
     db.session.add(
         WebhookAttempt(
@@ -595,6 +587,9 @@ def record(outgoing: Outgoing, result: Result, started_at: datetime, now: dateti
             response_excerpt=result.excerpt,
         )
     )
+    if outcome == "superseded":
+        db.session.commit()
+        return outcome
     delivery.last_status_code = result.status_code
     delivery.last_duration_ms = result.duration_ms
     delivery.last_error = result.error
@@ -649,19 +644,15 @@ def queue_due(now: datetime | None = None) -> int:
     """Queue the deliveries that are due and that no job holds or was just given."""
     now = now or utcnow()
     requeue_before = now - timedelta(seconds=webhook_settings.requeue_after_seconds)
-    active = select(Webhook.id).where(Webhook.active.is_(True))
     ids = list(
         db.session.scalars(
             select(WebhookDelivery.id)
             .where(
-                WebhookDelivery.status == DeliveryStatus.PENDING,
-                WebhookDelivery.next_attempt_at <= now,
-                or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+                *sendable(now),
                 or_(
                     WebhookDelivery.enqueued_at.is_(None),
                     WebhookDelivery.enqueued_at < requeue_before,
                 ),
-                WebhookDelivery.webhook_id.in_(active),
             )
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(DUE_BATCH)
@@ -1026,6 +1017,14 @@ def event_body(event_id: str) -> str | None:
     return event_bodies([event_id]).get(event_id)
 
 
+def require_active(hook: Webhook) -> None:
+    """Sending to a disabled webhook waits until it is enabled again: refuse to queue it."""
+    if not hook.active:
+        raise Conflict(
+            f"webhook {hook.id} is disabled ({hook.disabled_reason or 'paused'}); enable it first"
+        )
+
+
 def redeliver(
     principal: Principal, delivery_id: str, now: datetime | None = None
 ) -> WebhookDelivery:
@@ -1034,10 +1033,7 @@ def redeliver(
     original = get_delivery(principal, delivery_id)
     hook = db.session.get(Webhook, original.webhook_id)  # get_delivery checked the owner
     assert hook is not None
-    if not hook.active:
-        raise Conflict(
-            f"webhook {hook.id} is disabled ({hook.disabled_reason or 'paused'}); enable it first"
-        )
+    require_active(hook)
     event = db.session.get(WebhookEvent, original.event_id)
     assert event is not None  # deliveries cascade with their event
     delivery = new_delivery(hook.id, event, now, redelivery_of=original.id)
@@ -1051,10 +1047,7 @@ def ping(principal: Principal, webhook_id: str, now: datetime | None = None) -> 
     """Send a ``webhook.ping`` event to this webhook only, to check the receiver."""
     now = now or utcnow()
     hook = get_webhook(principal, webhook_id)
-    if not hook.active:
-        raise Conflict(
-            f"webhook {hook.id} is disabled ({hook.disabled_reason or 'paused'}); enable it first"
-        )
+    require_active(hook)
     event = new_event(
         Occurrence(
             event=WebhookEvents.PING,

@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import Response, flash, redirect, url_for
 from flask_login import login_required
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import FloatField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
@@ -23,6 +22,7 @@ from app.services.principal import visible_agent
 from app.ui import bp
 from app.ui.auth import acting_operator
 from app.ui.filters import stripped
+from app.ui.forms import ServiceForm
 from app.ui.htmx import render_region
 from app.ui.sparkline import Sparkline, sparkline
 
@@ -63,7 +63,7 @@ class DeltaField(FloatField):
         self.data = value
 
 
-class TrustAdjustForm(FlaskForm):
+class TrustAdjustForm(ServiceForm):
     delta = DeltaField(
         "Change (-1 to 1)",
         validators=[InputRequired(message="type a change from -1 to 1, e.g. 0.1 or -0.05")],
@@ -80,10 +80,6 @@ class TrustAdjustForm(FlaskForm):
         ],
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.general_errors: list[str] = []
-
     def validate_delta(self, field: DeltaField) -> None:
         if field.data is None:  # not a number: its own error says so
             return
@@ -91,19 +87,6 @@ class TrustAdjustForm(FlaskForm):
             raise ValidationError(f"must be from -1 to 1, got {field.data:g}")
         if field.data == 0:
             raise ValidationError("a change of 0 changes nothing; type one like 0.1 or -0.05")
-
-    def take_errors(self, exc: InvalidInput) -> None:
-        """A service's InvalidInput, shown under the field it names."""
-        for detail in exc.details or [{"field": None, "message": exc.message}]:
-            name, message = detail.get("field"), detail.get("message", exc.message)
-            if name in ("delta", "reason"):
-                self[name].errors = [*self[name].errors, message]
-            else:
-                self.general_errors.append(exc.message)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.errors or self.general_errors)
 
 
 # ---------------------------------------------------------------------------------------

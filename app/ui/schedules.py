@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Response, flash, redirect, request, url_for
 from flask_login import login_required
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import (
     BooleanField,
@@ -47,6 +46,7 @@ from app.services.errors import Conflict, InvalidInput
 from app.ui import bp
 from app.ui.auth import acting_operator, safe_next
 from app.ui.filters import DATETIME_FORMATS, ChoiceField, labelled_errors, stripped, upper
+from app.ui.forms import ServiceForm
 from app.ui.htmx import render_region
 
 PAGE_SIZE = 25
@@ -177,7 +177,7 @@ def number(label: str, low: int, high: int, default: int) -> IntegerField:
     )
 
 
-class ScheduleForm(TimingForm, FlaskForm):
+class ScheduleForm(TimingForm, ServiceForm):
     """Create or edit a schedule: its timing, the task each run submits, its policies."""
 
     description = StringField("Description", filters=[stripped], validators=[Length(max=2000)])
@@ -220,10 +220,6 @@ class ScheduleForm(TimingForm, FlaskForm):
         choices=[SelectChoice(k, label) for k, label in OVERLAP_LABELS.items()],
         default=OverlapPolicy.ALLOW,
     )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.general_errors: list[str] = []
 
     @classmethod
     def of(cls, schedule: Schedule) -> ScheduleForm:
@@ -293,15 +289,6 @@ class ScheduleForm(TimingForm, FlaskForm):
             for name in TIMING_FIELDS:
                 del fields[name]
         return fields
-
-    def take_errors(self, exc: InvalidInput) -> None:
-        """A service's InvalidInput, shown next to the fields it names."""
-        for detail in exc.details or [{"field": None, "message": exc.message}]:
-            name, message = detail.get("field"), detail.get("message", exc.message)
-            if name in self._fields and name != "csrf_token":
-                self[name].errors = [*self[name].errors, message]
-            else:
-                self.general_errors.append(exc.message)
 
 
 class NewScheduleForm(ScheduleForm):
@@ -541,7 +528,7 @@ def back_to(schedule_id: str) -> str:
 
 
 def form_page(form: ScheduleForm, schedule: Schedule | None = None) -> Response:
-    failed = form.is_submitted() and bool(form.errors or form.general_errors)
+    failed = form.is_submitted() and form.failed
     return render_region(
         "ui/schedules/form.html",
         "ui/schedules/form.html",

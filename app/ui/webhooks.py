@@ -18,7 +18,6 @@ from typing import Any
 
 from flask import Response, flash, redirect, request, session, url_for
 from flask_login import login_required
-from flask_wtf import FlaskForm
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import BooleanField, Form, HiddenField, PasswordField, RadioField, StringField
@@ -36,6 +35,7 @@ from app.services.webhooks import webhook_settings
 from app.ui import bp
 from app.ui.auth import acting_operator
 from app.ui.filters import ChoiceField, labelled_errors, stripped
+from app.ui.forms import ServiceForm
 from app.ui.htmx import is_htmx, render_region, wants_fragment
 
 DELIVERY_PAGE_SIZE = 20
@@ -76,7 +76,7 @@ class EventsField(SelectMultipleField):
             raise ValidationError(f"{unknown[0]!r} is not an event webhooks can receive")
 
 
-class WebhookForm(FlaskForm):
+class WebhookForm(ServiceForm):
     """What every webhook has: where it sends, what, and a note saying what it is for."""
 
     url = StringField(
@@ -96,7 +96,6 @@ class WebhookForm(FlaskForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.general_errors: list[str] = []
         # An edit leaves the stored URL alone unless it was changed (the service does too).
         self.unchanged_url: str | None = None
 
@@ -112,19 +111,6 @@ class WebhookForm(FlaskForm):
     def validate_events(self, field: EventsField) -> None:
         if not field.data:
             raise ValidationError("tick at least one event")
-
-    def take_errors(self, exc: InvalidInput) -> None:
-        """A service's InvalidInput, shown under the field it names."""
-        for detail in exc.details or [{"field": None, "message": exc.message}]:
-            name, message = detail.get("field"), detail.get("message", exc.message)
-            if name in self._fields and name != "csrf_token":
-                self[name].errors = [*self[name].errors, message]
-            else:
-                self.general_errors.append(exc.message)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.errors or self.general_errors)
 
 
 class NewWebhookForm(WebhookForm):
