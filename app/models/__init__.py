@@ -1,7 +1,7 @@
 """The aggregates; importing this package registers every table."""
 
 from app.models.agent import HEALTH_TO_STATUS, Agent, AgentStatus, Capability
-from app.models.auth import ApiKey, Role, User
+from app.models.auth import ApiKey, OperatorRole, Role, User
 from app.models.ops import ProcessBeat
 from app.models.schedule import (
     ExecutionStatus,
@@ -52,6 +52,7 @@ __all__ = [
     "ExecutionStatus",
     "ExecutionTrigger",
     "MisfirePolicy",
+    "OperatorRole",
     "OverlapPolicy",
     "ProcessBeat",
     "Role",

@@ -22,6 +22,15 @@ class Role:
     ALL = (ADMIN, CLIENT, AGENT)
 
 
+class OperatorRole:
+    """Console accounts: admins manage users and keys, operators run the work, viewers read."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+    ALL = (ADMIN, OPERATOR, VIEWER)
+
+
 class ApiKey(db.Model):
     __tablename__ = "api_keys"
 

@@ -19,3 +19,7 @@ from app.ui import (  # noqa: E402,F401
     tasks,
     webhooks,
 )
+from app.ui.access import check_access, may  # noqa: E402
+
+bp.before_request(check_access)
+bp.add_app_template_global(may, "may")

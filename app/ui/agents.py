@@ -13,13 +13,14 @@ from wtforms import FloatField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
 from app.lib.clock import utcnow
-from app.models import Agent
+from app.models import Agent, OperatorRole
 from app.services import task_search, trust
 from app.services.agents import list_agents
 from app.services.dashboard import heartbeat_silence, is_online
 from app.services.errors import InvalidInput
 from app.services.principal import visible_agent
 from app.ui import bp
+from app.ui.access import requires
 from app.ui.auth import acting_operator
 from app.ui.filters import stripped
 from app.ui.forms import ServiceForm
@@ -224,6 +225,7 @@ def agent_detail(agent_id: str) -> Response:
 
 @bp.post("/agents/<agent_id>/trust")
 @login_required
+@requires(OperatorRole.ADMIN)
 def adjust_agent_trust(agent_id: str) -> BaseResponse:
     form = TrustAdjustForm()
     if form.validate_on_submit():

@@ -11,10 +11,11 @@ from wtforms.validators import DataRequired, Length
 
 from app.extensions import db, login_manager
 from app.lib.clock import utcnow
-from app.models import User
+from app.models import OperatorRole, User
 from app.services.auth import authenticate_user
 from app.services.principal import Principal, operator
 from app.ui import bp
+from app.ui.access import requires
 from app.ui.htmx import is_htmx
 
 login_manager.login_view = "ui.login"
@@ -87,6 +88,7 @@ def login() -> BaseResponse | tuple[str, int]:
 
 @bp.post("/logout")
 @login_required
+@requires(OperatorRole.VIEWER)
 def logout() -> BaseResponse:
     logout_user()
     flash("You are signed out.", "info")

@@ -18,10 +18,12 @@ from wtforms import Form, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
+from app.models import OperatorRole
 from app.services import routing as router
 from app.services.errors import InvalidInput
 from app.services.settings import settings
 from app.ui import bp
+from app.ui.access import requires
 from app.ui.auth import acting_operator
 from app.ui.filters import ChoiceField, describe_errors, labelled_errors, stripped
 from app.ui.htmx import render_region
@@ -102,6 +104,7 @@ def agent_count(count: int) -> str:
 
 @bp.post("/routing/defaults")
 @login_required
+@requires(OperatorRole.ADMIN)
 def set_routing_default() -> BaseResponse:
     form = DefaultStrategyForm()
     if not form.validate_on_submit():

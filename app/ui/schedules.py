@@ -35,6 +35,7 @@ from app.lib.cron import CronError, load_zone
 from app.models import (
     ExecutionStatus,
     MisfirePolicy,
+    OperatorRole,
     OverlapPolicy,
     Schedule,
     ScheduleExecution,
@@ -44,6 +45,7 @@ from app.models import (
 from app.services import scheduling
 from app.services.errors import Conflict, InvalidInput
 from app.ui import bp
+from app.ui.access import requires
 from app.ui.auth import acting_operator, safe_next
 from app.ui.filters import DATETIME_FORMATS, ChoiceField, labelled_errors, stripped, upper
 from app.ui.forms import ServiceForm
@@ -574,6 +576,7 @@ def schedules() -> Response:
 
 @bp.route("/schedules/new", methods=["GET", "POST"])
 @login_required
+@requires(OperatorRole.OPERATOR)
 def new_schedule() -> BaseResponse:
     form = NewScheduleForm()
     if form.validate_on_submit():
@@ -589,6 +592,7 @@ def new_schedule() -> BaseResponse:
 
 @bp.route("/schedules/<schedule_id>/edit", methods=["GET", "POST"])
 @login_required
+@requires(OperatorRole.OPERATOR)
 def edit_schedule(schedule_id: str) -> BaseResponse:
     schedule = scheduling.visible_schedule(acting_operator(), schedule_id)
     form = ScheduleForm() if request.method == "POST" else ScheduleForm.of(schedule)

@@ -23,10 +23,11 @@ from wtforms import Form, IntegerField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 
-from app.models import TaskTemplate
+from app.models import OperatorRole, TaskTemplate
 from app.services import template_views, templates
 from app.services.errors import Conflict, InvalidInput
 from app.ui import bp
+from app.ui.access import requires
 from app.ui.auth import acting_operator
 from app.ui.filters import ChoiceField, labelled_errors, stripped
 from app.ui.htmx import render_region
@@ -619,6 +620,7 @@ def task_templates() -> Response:
 
 @bp.route("/task-templates/new", methods=["GET", "POST"])
 @login_required
+@requires(OperatorRole.OPERATOR)
 def new_task_template() -> BaseResponse:
     form = NewTemplateForm()
     if form.validate_on_submit():
@@ -634,6 +636,7 @@ def new_task_template() -> BaseResponse:
 
 @bp.route("/task-templates/<template_id>/edit", methods=["GET", "POST"])
 @login_required
+@requires(OperatorRole.OPERATOR)
 def edit_task_template(template_id: str) -> BaseResponse:
     template = templates.visible_template(acting_operator(), template_id)
     before = template.version

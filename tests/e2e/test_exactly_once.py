@@ -68,7 +68,9 @@ def run_threads(app: Flask, threads: int, batch: int) -> list[str]:
 
     with ThreadPoolExecutor(threads) as pool:
         futures = [pool.submit(worker) for _ in range(threads)]
-        return [task_id for f in futures for task_id in f.result()]
+    errors = [repr(f.exception()) for f in futures if f.exception() is not None]
+    assert errors == [], f"{len(errors)} claim loops failed: {errors}"
+    return [task_id for f in futures for task_id in f.result()]
 
 
 @pytest.mark.postgres_only
