@@ -46,6 +46,14 @@ class ApiKey(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # After a rotation the replaced secret keeps working until previous_expires_at (the
+    # grace period), so holders can switch without downtime; the key keeps its id, and with
+    # it the agents it registered.
+    previous_prefix: Mapped[str | None] = mapped_column(String(16), unique=True)
+    previous_key_hash: Mapped[str | None] = mapped_column(String(64))
+    previous_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(200))
 
     def is_usable(self, now: datetime) -> bool:
         if self.revoked_at is not None:
@@ -77,6 +85,8 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Part of the session cookie's user id: raising it signs the user out everywhere.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def is_active(self) -> bool:  # Flask-Login
