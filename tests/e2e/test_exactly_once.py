@@ -1,4 +1,10 @@
-"""Exactly-once claim under concurrent claimers: threads, and separate processes."""
+"""Exactly-once claim under concurrent claimers: threads, and separate processes.
+
+The claimers heartbeat as real agents do, and the lease is cut to a few seconds, so the
+PostgreSQL drains outlive it many times over on any machine: routing skips agents silent
+for a lease, and claimers that did not heartbeat once failed only on slow CI runs, the ones
+that went past the 30-second default lease, leaving the rest of the queue unassigned.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +22,21 @@ from app.lib.clock import utcnow
 from app.models import Task, TaskEvent, TaskStatus
 from app.services import dispatch
 from app.services.principal import Principal
+from app.services.settings import settings
 from tests.conftest import IS_POSTGRES
 from tests.e2e.claimers import drain, drain_in_process
 
 CAPABILITY = "drain-v1"
+# Heartbeat every 2 s, lease 6 s (3 misses): a PostgreSQL drain lasts several leases.
+HEARTBEAT_SECONDS = 2
+
+
+@pytest.fixture(autouse=True)
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routing's freshness window, shorter than a drain (the spawned processes are given
+    the same interval)."""
+    monkeypatch.setattr(settings, "heartbeat_interval_seconds", HEARTBEAT_SECONDS)
+    monkeypatch.setattr(settings, "heartbeat_misses_allowed", 3)
 
 
 def seed_tasks(app: Flask, count: int) -> None:
@@ -86,7 +103,13 @@ def test_it_hands_each_task_to_one_of_32_threads_on_postgresql(app: Flask) -> No
 def test_it_hands_each_task_to_one_of_4_processes_on_postgresql(app: Flask) -> None:
     seed_tasks(app, 2000)
     ctx = multiprocessing.get_context("spawn")
-    args = (app.config["SQLALCHEMY_DATABASE_URI"], app.config["REDIS_URL"], CAPABILITY, 32)
+    args = (
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        app.config["REDIS_URL"],
+        CAPABILITY,
+        32,
+        HEARTBEAT_SECONDS,
+    )
     with ctx.Pool(4) as pool:
         results = [pool.apply_async(drain_in_process, args) for _ in range(4)]
         claimed = [task_id for r in results for task_id in r.get(timeout=240)]
