@@ -12,11 +12,9 @@ flash like any other form.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, flash, redirect, request, session, url_for
+from flask import Response, flash, redirect, request, url_for
 from flask_login import login_required
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
@@ -31,8 +29,7 @@ from app.services import webhooks
 from app.services.agents import list_agents
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.principal import visible_agent
-from app.services.webhooks import webhook_settings
-from app.ui import bp
+from app.ui import bp, shown_once
 from app.ui.auth import acting_operator
 from app.ui.filters import ChoiceField, labelled_errors, stripped
 from app.ui.forms import ServiceForm
@@ -42,8 +39,6 @@ DELIVERY_PAGE_SIZE = 20
 # The deliveries region polls fast while one is on its way, slowly otherwise.
 REFRESH_SECONDS = 10
 PENDING_REFRESH_SECONDS = 2
-# A secret not picked up by its page this soon after it was made is dropped unseen.
-SECRET_SHOWN_WITHIN_SECONDS = 600
 SHOWN_SECRET = "webhook_secret"
 OWNERS = {"global": "Global", "client": "A client", "agent": "An agent"}
 EVENT_HINTS = {
@@ -248,35 +243,14 @@ class DeliveryFilterForm(Form):
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ShownSecret:
-    value: str
-    rotated: bool
-
-
 def show_secret_once(hook: Webhook, secret: str, *, rotated: bool) -> None:
     """Keep the secret, sealed, for the next view of the webhook's page."""
-    session[SHOWN_SECRET] = {
-        "webhook_id": hook.id,
-        "sealed": webhook_settings.seal(secret),
-        "rotated": rotated,
-        "at": time.time(),
-    }
+    shown_once.keep(SHOWN_SECRET, hook.id, secret, rotated=rotated)
 
 
-def take_shown_secret(webhook_id: str) -> ShownSecret | None:
+def take_shown_secret(webhook_id: str) -> shown_once.Shown | None:
     """The secret made for this webhook just now, if any; it is gone from the session after."""
-    kept = session.get(SHOWN_SECRET)
-    if not isinstance(kept, dict) or kept.get("webhook_id") != webhook_id:
-        return None
-    session.pop(SHOWN_SECRET)
-    if time.time() - float(kept.get("at", 0)) > SECRET_SHOWN_WITHIN_SECONDS:
-        return None
-    try:
-        value = webhook_settings.open(str(kept["sealed"]))
-    except (KeyError, ValueError):  # Unsealable is a ValueError: SECRET_KEY changed meanwhile
-        return None
-    return ShownSecret(value=value, rotated=bool(kept.get("rotated")))
+    return shown_once.take(SHOWN_SECRET, webhook_id)
 
 
 # ---------------------------------------------------------------------------------------
