@@ -11,6 +11,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 
 from app.config import BASE_DIR, INSTANCE_DIR, Config
 from app.extensions import csrf, db, login_manager, migrate, redis_client
+from app.lib import security_headers
 from app.services import routing
 from app.services.settings import settings
 from app.services.wakeups import wakeups
@@ -79,14 +80,23 @@ def create_app(config_class: type = Config) -> Flask:
     """Build the app: extensions, blueprints, CLI, error handlers."""
     app = Flask(__name__, instance_path=str(INSTANCE_DIR))
     app.config.from_object(config_class)
+    proxies = app.config["TRUSTED_PROXY_COUNT"]
+    if proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.config["REDIS_URL"] = resolve_redis_url(app.config["REDIS_URL"])
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Flask-Limiter logs every refused call at INFO: under a flood that is a flood of lines
+    # (the audit log keeps the first refusal of each caller a minute).
+    logging.getLogger("flask-limiter").setLevel(logging.WARNING)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
+    security_headers.install(app)  # first: its hook then runs after the others'
     login_manager.init_app(app)
     csrf.init_app(app)
     settings.configure(app.config)
@@ -95,10 +105,14 @@ def create_app(config_class: type = Config) -> Flask:
     wakeups.configure(redis_client(app.config["REDIS_URL"]))
     webhook_settings.configure(app.config, webhook_dispatcher(app), webhook_jobs_waiting(app))
 
-    from app import models  # noqa: F401  (register tables)
+    from app import (
+        auditing,
+        models,  # noqa: F401  (register tables)
+    )
     from app.api import bp as api_bp
     from app.api.errors import register_error_handlers
     from app.cli import register_cli
+    from app.lib import ratelimit
     from app.models.base import configure_sqlite
     from app.services import workflows  # noqa: F401  (reactions to finished tasks)
     from app.ui import bp as ui_bp
@@ -108,7 +122,9 @@ def create_app(config_class: type = Config) -> Flask:
     csrf.exempt(api_bp)  # bearer-token API: no cookies, so no CSRF
     app.register_blueprint(api_bp)
     app.register_blueprint(ui_bp)
+    ratelimit.init_app(app)  # budgets per API key and address, before any API view runs
     register_error_handlers(app)
+    auditing.install(app)  # one audit row per state-changing request
     register_cli(app)
     PrometheusMetrics(app, registry=CollectorRegistry(auto_describe=True), group_by="endpoint")
     return app

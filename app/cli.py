@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from app.lib.clock import isoformat, utcnow
 from app.models import Role
-from app.services import auth
-from app.services.errors import InvalidInput
+from app.services import audit, auth
+from app.services.errors import DomainError, InvalidInput
+from app.services.principal import Principal
+
+# Whoever runs the command line administers the server: recorded as the keys' creator.
+COMMAND_LINE = Principal(role=Role.ADMIN, name="cli")
+
+
+def recorded(action: str, target_type: str, target_id: str, **summary: object) -> None:
+    """An audit row for a change made from the command line (never a secret)."""
+    audit.record(
+        actor=f"cli:{os.environ.get('USER') or 'unknown'}",
+        actor_role=Role.ADMIN,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        summary={"after": summary} if summary else None,
+        method="CLI",
+    )
 
 
 def register_cli(app: Flask) -> None:
@@ -29,13 +48,60 @@ def keys() -> None:
 @click.option("--role", type=click.Choice(Role.ALL), required=True)
 @click.option("--name", required=True)
 @click.option("--client-id", default=None, help="required for --role client")
-def create_key(role: str, name: str, client_id: str | None) -> None:
+@click.option(
+    "--expires-in-days", type=click.IntRange(1, 3650), default=None, help="default: never"
+)
+def create_key(role: str, name: str, client_id: str | None, expires_in_days: int | None) -> None:
+    now = utcnow()
+    expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
     try:
-        key, raw = auth.create_api_key(name=name, role=role, client_id=client_id)
+        key, raw = auth.create_api_key(
+            name=name,
+            role=role,
+            client_id=client_id,
+            expires_at=expires_at,
+            created_by=COMMAND_LINE,
+            now=now,
+        )
     except InvalidInput as exc:
         raise click.UsageError(exc.message) from None
+    recorded("api_key.create", "api_key", key.id, role=role, name=key.name, client_id=client_id)
     click.echo(f"Created {role} key {key.id} ({name}); it is shown once:", err=True)
     click.echo(raw)
+
+
+@keys.command(
+    "rotate", help="Give a key a new secret, printed alone on the last line; the key keeps its id."
+)
+@click.argument("key_id")
+@click.option(
+    "--grace-seconds",
+    type=click.IntRange(0, auth.MAX_ROTATION_GRACE_SECONDS),
+    default=None,
+    help="how long the old secret keeps working (default: API_KEY_ROTATION_GRACE_SECONDS)",
+)
+def rotate_key(key_id: str, grace_seconds: int | None) -> None:
+    if grace_seconds is None:
+        grace_seconds = current_app.config["API_KEY_ROTATION_GRACE_SECONDS"]
+    try:
+        key, raw = auth.rotate_api_key(COMMAND_LINE, key_id, grace_seconds)
+    except DomainError as exc:
+        raise click.UsageError(exc.message) from None
+    until = isoformat(key.previous_expires_at) or "now"
+    recorded("api_key.rotate", "api_key", key.id, previous_expires_at=until)
+    click.echo(f"Rotated key {key.id}; the old secret works until {until}. New key:", err=True)
+    click.echo(raw)
+
+
+@keys.command("revoke", help="Revoke a key: its current and previous secrets stop working.")
+@click.argument("key_id")
+def revoke_key(key_id: str) -> None:
+    try:
+        key = auth.revoke_api_key(COMMAND_LINE, key_id)
+    except DomainError as exc:
+        raise click.UsageError(exc.message) from None
+    recorded("api_key.revoke", "api_key", key.id)
+    click.echo(f"Revoked key {key.id} at {isoformat(key.revoked_at)}")
 
 
 @click.group(cls=AppGroup, help="Operator accounts.")
@@ -52,6 +118,7 @@ def create_user(email: str, password: str, role: str) -> None:
         user = auth.create_user(email, password, role=role)
     except InvalidInput as exc:
         raise click.UsageError(exc.message) from None
+    recorded("user.create", "user", str(user.id), email=user.email, role=user.role)
     click.echo(f"Created {user.role} {user.email}")
 
 
@@ -60,9 +127,10 @@ def create_user(email: str, password: str, role: str) -> None:
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 def set_password(email: str, password: str) -> None:
     try:
-        auth.set_password(email, password)
+        user = auth.set_password(email, password)
     except InvalidInput as exc:
         raise click.UsageError(exc.message) from None
+    recorded("user.set_password", "user", str(user.id), email=user.email)
     click.echo(f"Password changed for {email}")
 
 

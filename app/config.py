@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
+
+from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = Path(os.environ.get("AINS_INSTANCE_DIR", BASE_DIR / "instance"))
@@ -81,6 +84,28 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def env_rate(name: str, default: str) -> str:
+    """Read a rate limit such as ``600/minute`` or ``20/second;1000/hour``."""
+    value = (os.environ.get(name) or default).strip()
+    try:
+        items = parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a rate such as 100/second or 20/second;1000/hour, got {value!r}"
+        ) from None
+    if any(item.amount < 1 for item in items):
+        raise ConfigError(f"{name} must allow at least 1 request, got {value!r}")
+    return value
+
+
+def env_redis_url(name: str) -> str | None:
+    """Read an optional Redis URL (redis://, rediss:// or unix://)."""
+    value = os.environ.get(name) or None
+    if value and not value.startswith(("redis://", "rediss://", "unix://", "redis+unix://")):
+        raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL, got {value!r}")
+    return value
+
+
 class Config:
     """Production defaults, overridden by the environment."""
 
@@ -101,6 +126,10 @@ class Config:
     WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
     WEB_THREADS = env_int("WEB_THREADS", 32, minimum=1)
     MAX_CONTENT_LENGTH = env_int("MAX_BODY_BYTES", 512 * 1024, minimum=1024)
+    # Proxies in front of the web processes whose X-Forwarded-For/-Proto are believed (1 on
+    # Heroku or behind one load balancer). 0 trusts none: the address is the peer's, as a
+    # client could otherwise pick its own address for rate limits and the audit log.
+    TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
     # Queue behaviour.
     AGING_SECONDS_PER_LEVEL = env_int("AGING_SECONDS_PER_LEVEL", 60, minimum=0)
     HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 10, minimum=1)
@@ -154,6 +183,16 @@ class Config:
     WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 65536, minimum=1024)
     # Delivered and failed deliveries are kept this long, then pruned with their events.
     WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30, minimum=1)
+    # Audit rows older than this are pruned by the maintenance sweep.
+    AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 365, minimum=1)
+    # The agent work loop (heartbeat, claim, progress, complete, fail) is already in the
+    # task events; audit its successful calls too only when this is set.
+    AUDIT_AGENT_WORK = env_bool("AUDIT_AGENT_WORK", False)
+    # A rotated API key's old secret keeps working this long unless the rotation says
+    # otherwise (0: it stops at once; at most 30 days).
+    API_KEY_ROTATION_GRACE_SECONDS = env_int(
+        "API_KEY_ROTATION_GRACE_SECONDS", 86400, minimum=0, maximum=30 * 86400
+    )
     # Older SECRET_KEYs, comma-separated: sessions and sealed webhook secrets made with
     # them stay readable after SECRET_KEY is rotated.
     SECRET_KEY_FALLBACKS = [
@@ -162,9 +201,32 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
+    # Set SESSION_COOKIE_SECURE=1 behind HTTPS (it is off so http://localhost works).
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+    # "Keep me signed in": the same flags, for 14 days (ended by signing out everywhere).
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    REMEMBER_COOKIE_DURATION = timedelta(days=env_int("REMEMBER_COOKIE_DAYS", 14, minimum=1))
     ADMIN_EMAIL = os.environ.get("ADMIN_EMAIL") or None
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD") or None
+    # Rate limits (README "Rate limits"): Flask-Limiter, counting in Redis
+    # (RATE_LIMIT_REDIS_URL, else REDIS_URL); app.lib.ratelimit turns these into its
+    # RATELIMIT_* settings. Each API request spends its API key's budget of its kind and its
+    # address's budget. The defaults sit well above what one key does at full speed on a
+    # 2-core server (~2,000 requests/s, the benchmarks' load), so they never slow a
+    # legitimate client there; they cap a runaway client or key-spraying host on bigger
+    # servers. Lower them to what your clients need.
+    RATE_LIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
+    RATE_LIMIT_REDIS_URL = env_redis_url("RATE_LIMIT_REDIS_URL")
+    RATE_LIMIT_SUBMIT = env_rate("RATE_LIMIT_SUBMIT", "3000/second")
+    RATE_LIMIT_AGENT = env_rate("RATE_LIMIT_AGENT", "5000/second")
+    RATE_LIMIT_READ = env_rate("RATE_LIMIT_READ", "3000/second")
+    RATE_LIMIT_WRITE = env_rate("RATE_LIMIT_WRITE", "1000/second")
+    RATE_LIMIT_PER_ADDRESS = env_rate("RATE_LIMIT_PER_ADDRESS", "10000/second")
+    # Failed console sign-ins: past these, /login refuses without checking the password.
+    RATE_LIMIT_SIGN_IN_PER_ACCOUNT = env_rate("RATE_LIMIT_SIGN_IN_PER_ACCOUNT", "5/15minutes")
+    RATE_LIMIT_SIGN_IN_PER_ADDRESS = env_rate("RATE_LIMIT_SIGN_IN_PER_ADDRESS", "20/15minutes")
 
 
 class TestConfig(Config):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 import redis
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -23,6 +25,12 @@ db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+# API budgets and sign-in throttling, in fixed windows in Redis: app.lib.ratelimit gives it
+# its limits and storage, and writes the X-RateLimit-* headers itself (exact, and from the
+# counts its hits already fetched). Errors are swallowed: a limiter must never fail a call.
+limiter = Limiter(
+    get_remote_address, strategy="fixed-window", swallow_errors=True, headers_enabled=False
+)
 
 _redis_lock = threading.Lock()
 _redis_clients: dict[str, redis.Redis] = {}

@@ -63,3 +63,27 @@ def test_it_creates_a_user_and_changes_a_password(app: Flask) -> None:
     with app.app_context():
         user = db.session.scalars(db.select(User)).one()
         assert user.email == "ops@example.com" and user.check_password("n3w-password")
+
+
+def test_command_line_changes_are_audited_without_secrets(app: Flask) -> None:
+    from app.models import AuditEvent
+
+    runner = app.test_cli_runner()
+    made = runner.invoke(args=["keys", "create", "--role", "admin", "--name", "ops"])
+    raw = made.output.strip().splitlines()[-1]
+    key_id = made.output.split("key ")[1].split()[0]
+    assert runner.invoke(args=["keys", "revoke", key_id]).exit_code == 0
+    created = runner.invoke(
+        args=["users", "create", "--email", "a@example.com", "--password", "s3cret-pass"]
+    )
+    assert created.exit_code == 0
+    with app.app_context():
+        rows = db.session.scalars(db.select(AuditEvent).order_by(AuditEvent.id)).all()
+        assert [(r.action, r.method) for r in rows] == [
+            ("api_key.create", "CLI"),
+            ("api_key.revoke", "CLI"),
+            ("user.create", "CLI"),
+        ]
+        assert rows[0].target_id == key_id and rows[0].actor.startswith("cli:")
+        dump = " ".join(f"{r.summary} {r.target_id}" for r in rows)
+        assert raw not in dump and "s3cret-pass" not in dump

@@ -4,4 +4,17 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from app.api import agents, chains, docs, health, routing, schedules, tasks, templates, webhooks  # noqa: E402,F401  (routes register on bp)
+# Routes register on bp when their modules load.
+from app.api import (  # noqa: E402,F401
+    agents,
+    api_keys,
+    audit,
+    chains,
+    docs,
+    health,
+    routing,
+    schedules,
+    tasks,
+    templates,
+    webhooks,
+)

@@ -21,7 +21,10 @@ ERRORS = {
     "409": "state conflict",
     "413": "body too large",
     "422": "invalid fields (named in details)",
+    "429": "rate limited: retry after the Retry-After header's seconds",
 }
+# Never rate limited (app/lib/ratelimit.py): no 429 documented.
+UNLIMITED_RULES = frozenset({"/health"})
 
 
 def openapi_path(rule: str) -> str:
@@ -80,7 +83,12 @@ def operation_spec(op: Operation) -> dict[str, Any]:
             continue
         if status in {"400", "413", "422"} and op.body is None and op.query is None:
             continue
+        if status == "429" and op.rule in UNLIMITED_RULES:
+            continue
         spec["responses"].setdefault(status, {"description": description, "content": error_ref})
+    if op.query is not None:
+        # gunicorn refuses a request line over its limit before the app sees it (no JSON).
+        spec["responses"].setdefault("414", {"description": "URI too long"})
     if op.auth:
         spec["security"] = [{"bearerAuth": []}]
         if op.roles:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api.errors import BadRequestBody
 from app.services.auth import authenticate_key
@@ -120,6 +121,11 @@ def refuse_unstorable(document: Any) -> None:
 def read_json_body() -> Any:
     """The body parsed as JSON; 400 when it is not JSON (an empty body reads as {})."""
     raw = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body has no Content-Length to refuse up front, and werkzeug's reader
+        # stops silently at the limit: a body cut there must not be parsed as a bad one.
+        raise RequestEntityTooLarge()
     if not raw.strip():
         return {}
     try:
@@ -187,7 +193,8 @@ def endpoint(
             if any(unstorable(str(value)) for value in path_args.values()):
                 raise NotFound("no such resource")  # no stored id contains NUL
             if auth:
-                kwargs["principal"] = bearer_principal()
+                # On g too: the audit row (app/auditing.py) names who acted.
+                kwargs["principal"] = g.principal = bearer_principal()
                 if roles:  # enforce the roles /openapi.json documents, before the body
                     kwargs["principal"].require_role(*roles)
             if body is not None:

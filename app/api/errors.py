@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from flask_limiter import RateLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
+from app.lib.ratelimit import refusal
 from app.services.errors import (
     Conflict,
     DomainError,
@@ -75,12 +77,42 @@ def wants_json() -> bool:
     )
 
 
+# A client still sending a refused body sees the connection reset, not the 413, when the
+# server closes on unread data: read and drop up to this much first (a lingering close).
+DRAIN_LIMIT_BYTES = 8 * 1024 * 1024
+
+
+def drain_body() -> None:
+    """Read what is left of the request body, up to DRAIN_LIMIT_BYTES, and drop it."""
+    stream = request.environ.get("wsgi.input")
+    declared = request.content_length
+    if stream is None or (declared is not None and declared > DRAIN_LIMIT_BYTES):
+        return  # larger still: closing on it is cheaper than reading it
+    left = DRAIN_LIMIT_BYTES if declared is None else declared
+    try:
+        while left > 0:
+            chunk = stream.read(min(65536, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ValueError):
+        return  # the client went away: nothing to answer
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError) -> Response:
         db.session.rollback()
         status = 400 if isinstance(exc, BadRequestBody) else status_of(exc)
         return error_response(status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc: RateLimitExceeded) -> Response:
+        # Raised by Flask-Limiter before the view: nothing was read or written.
+        refused = refusal()
+        response = error_response(429, "rate_limited", refused.message, refused.details)
+        response.headers["Retry-After"] = str(refused.retry_after)
+        return response
 
     @app.errorhandler(ValidationError)
     def pydantic_error(exc: ValidationError) -> Response:
@@ -91,6 +123,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response | HTTPException:
+        if exc.code == 413:
+            drain_body()
         if not wants_json():
             return exc
         db.session.rollback()

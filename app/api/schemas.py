@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 CapabilityName = Annotated[
@@ -16,6 +24,22 @@ TaskStatusName = Literal[
 ]
 RoutingStrategy = Literal["round_robin", "least_loaded", "trust_weighted", "fastest_response"]
 DependencyName = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+def in_utc_range(value: datetime) -> datetime:
+    """Refuse times that do not exist in UTC (9999-12-31T23:59-14:00): a 422, not a 500."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC (years 1 to 9999)") from None
+    return value
+
+
+# Times a client sends must say their offset: a naive one would be read in some zone.
+OffsetDatetime = Annotated[AwareDatetime, Strict(False), AfterValidator(in_utc_range)]
+# Filter bounds: naive ones are read as UTC.
+BoundDatetime = Annotated[datetime, Strict(False), AfterValidator(in_utc_range)]
 
 
 class Body(BaseModel):
@@ -141,8 +165,8 @@ class TaskListQuery(Query):
     capability: str | None = Field(None, max_length=200)
     agent_id: str | None = Field(None, max_length=40)
     priority: int | None = Field(None, ge=1, le=10)
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: BoundDatetime | None = None
+    created_before: BoundDatetime | None = None
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, max_length=500)
 
@@ -152,8 +176,8 @@ class DeadLetterFilter(Body):
     capability: str | None = Field(None, max_length=200)
     agent_id: str | None = Field(None, max_length=40)
     priority: int | None = Field(None, ge=1, le=10)
-    created_after: Annotated[datetime, Strict(False)] | None = None
-    created_before: Annotated[datetime, Strict(False)] | None = None
+    created_after: BoundDatetime | None = None
+    created_before: BoundDatetime | None = None
 
 
 class DeadLetterQuery(Query):
@@ -161,8 +185,8 @@ class DeadLetterQuery(Query):
     capability: str | None = Field(None, max_length=200)
     agent_id: str | None = Field(None, max_length=40)
     priority: int | None = Field(None, ge=1, le=10)
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: BoundDatetime | None = None
+    created_before: BoundDatetime | None = None
     limit: int = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, max_length=500)
 
@@ -436,8 +460,6 @@ CronText = Annotated[
 ZoneName = Annotated[
     str, Field(min_length=1, max_length=64, description="IANA, e.g. Europe/London")
 ]
-# Times a client sends must say their offset: a naive one would be read in some zone.
-OffsetDatetime = Annotated[AwareDatetime, Strict(False)]
 
 
 class ScheduleTiming(Body):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 class BadCursor(ValueError):
@@ -22,6 +22,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), str(row_id)
-    except (ValueError, TypeError) as exc:
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is not None:
+            when.astimezone(UTC)  # a forged 9999-12-31T23:59-14:00 does not exist in UTC
+        return when, str(row_id)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BadCursor(f"cursor is not valid: {cursor[:40]!r}") from exc

@@ -1,6 +1,7 @@
 """The aggregates; importing this package registers every table."""
 
 from app.models.agent import HEALTH_TO_STATUS, Agent, AgentStatus, Capability
+from app.models.audit import AuditEvent, AuditOutcome
 from app.models.auth import ApiKey, OperatorRole, Role, User
 from app.models.ops import ProcessBeat
 from app.models.schedule import (
@@ -45,6 +46,8 @@ __all__ = [
     "AgentStatus",
     "ApiKey",
     "AttemptOutcome",
+    "AuditEvent",
+    "AuditOutcome",
     "Capability",
     "CapabilityRouting",
     "ChainStatus",

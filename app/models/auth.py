@@ -8,10 +8,10 @@ from typing import Any
 from flask_login import UserMixin
 from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
+from app.lib.passwords import hash_password, verify_password
 from app.models.base import UTCDateTime
 
 
@@ -92,9 +92,11 @@ class User(UserMixin, db.Model):
     def is_active(self) -> bool:  # Flask-Login
         return self.active
 
+    def get_id(self) -> str:  # Flask-Login: what the session and remember cookies hold
+        return f"{self.id}:{self.session_version or 0}"
+
     def set_password(self, password: str) -> None:
-        # werkzeug's default is scrypt: salted and memory-hard.
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = hash_password(password)
 
     def check_password(self, password: str) -> bool:
-        return check_password_hash(self.password_hash, password)
+        return verify_password(self.password_hash, password)

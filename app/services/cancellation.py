@@ -14,6 +14,7 @@ from datetime import datetime
 from app.extensions import db
 from app.lib.clock import utcnow
 from app.models import Role, Task, TaskStatus
+from app.services import audit
 from app.services.attempts import record_cancellation
 from app.services.dispatch import visible_task
 from app.services.errors import Conflict
@@ -27,6 +28,7 @@ def cancel_task(
     now = now or utcnow()
     principal.require_role(Role.CLIENT)
     task = visible_task(principal, task_id, lock=True)
+    audit.track(task, "task", fields=("status", "cancel_requested_at", "cancellation_reason"))
     if task.is_terminal:
         status = task.status
         db.session.rollback()

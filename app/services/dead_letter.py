@@ -14,6 +14,7 @@ from datetime import datetime
 from app.extensions import db
 from app.lib.clock import utcnow
 from app.models import Role, Task, TaskStatus
+from app.services import audit
 from app.services.attempts import record_cancellation
 from app.services.dispatch import queue_key
 from app.services.errors import InvalidInput
@@ -63,6 +64,12 @@ def requeue(
     result = BulkResult(action="requeue")
 
     def requeue_one(task: Task) -> None:
+        audit.note(
+            target_type="task",
+            target_id=task.id,
+            before={"status": task.status, "retry_count": task.retry_count},
+            after={"status": TaskStatus.PENDING, "retry_count": 0},
+        )
         task.retry_count = 0
         task.next_retry_at = None
         task.completed_at = None

@@ -20,7 +20,7 @@ from app.models import (
     TaskStatus,
     WebhookEvents,
 )
-from app.services import routing, webhooks
+from app.services import audit, routing, webhooks
 from app.services.attempts import (
     lateness,
     record_cancellation,
@@ -53,6 +53,8 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         # Webhook deliveries due (retries) or whose job went missing (Redis flushed).
         "webhooks_queued": webhooks.queue_due(now),
         "webhook_events_pruned": webhooks.prune(now),
+        # Audit rows past AUDIT_RETENTION_DAYS, a batch per pass.
+        "audit_events_pruned": audit.prune(now=now),
     }
 
 

@@ -47,6 +47,7 @@ from app.models import (
     TaskAttempt,
     TaskStatus,
 )
+from app.services import audit
 from app.services.errors import InvalidInput
 from app.services.principal import Principal
 from app.services.settings import settings
@@ -655,6 +656,12 @@ def set_default_strategy(
             [{"field": "capability", "message": "1 to 200 characters"}],
         )
     state = lock_state(capability)
+    audit.note(
+        target_type="capability",
+        target_id=capability,
+        before={"default_strategy": state.default_strategy},
+        after={"default_strategy": strategy},
+    )
     state.default_strategy = strategy
     state.updated_by = principal.actor
     state.updated_at = utcnow()

@@ -35,7 +35,7 @@ from app.models import (
     TaskStatus,
     WebhookEvents,
 )
-from app.services import webhooks
+from app.services import audit, webhooks
 from app.services.dispatch import build_task, resolve_client_id
 from app.services.errors import Conflict, DomainError, InvalidInput, NotFound, invalid
 from app.services.principal import Principal, schedule_runner
@@ -550,6 +550,7 @@ def create_schedule(
     if schedule.interval_seconds:
         schedule.anchor_at = now
     schedule.next_run_at = first_run(schedule, now)
+    audit.track(schedule, "schedule")
     db.session.add(schedule)
     db.session.commit()
     return schedule
@@ -568,6 +569,7 @@ def update_schedule(
     """Change fields (PUT: the given ones); a new timing takes effect from now."""
     now = now or utcnow()
     schedule = visible_schedule(principal, schedule_id, lock=True)
+    audit.track(schedule, "schedule")
     status = fields.pop("status", None)
     changes = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS}
     required = [k for k, v in changes.items() if v is None and k not in NULLABLE_FIELDS]
@@ -659,6 +661,7 @@ def pause_schedule(
     """Pause or resume; takes effect on the next tick."""
     now = now or utcnow()
     schedule = visible_schedule(principal, schedule_id, lock=True)
+    audit.track(schedule, "schedule")
     set_paused(schedule, paused, now)
     schedule.updated_at = now
     db.session.commit()
@@ -671,6 +674,7 @@ def delete_schedule(
     """Mark DELETED: it never fires again; its executions and tasks stay."""
     now = now or utcnow()
     schedule = visible_schedule(principal, schedule_id, lock=True)
+    audit.track(schedule, "schedule")
     schedule.status = ScheduleStatus.DELETED
     schedule.next_run_at = None
     schedule.deleted_at = now

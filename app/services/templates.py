@@ -36,6 +36,7 @@ from app.extensions import db
 from app.lib.clock import utcnow
 from app.lib.tokens import new_id
 from app.models import Role, Task, TaskTemplate
+from app.services import audit
 from app.services.dispatch import (
     build_task,
     find_idempotent,
@@ -349,6 +350,7 @@ def create_template(
         **{k: v for k, v in fields.items() if k in EDITABLE_FIELDS},
     )
     db.session.add(template)
+    audit.track(template, "template")
     commit_named(client_id, template.name)
     return template
 
@@ -378,6 +380,7 @@ def update_template(
         check_defaults(schema, changes.get("default_input_data", template.default_input_data))
     if "name" in changes:
         check_name_free(template.client_id, changes["name"], template.id)
+    audit.track(template, "template")
     for key, value in changes.items():
         setattr(template, key, value)
     template.version += 1
@@ -389,6 +392,11 @@ def update_template(
 def delete_template(principal: Principal, template_id: str) -> str:
     """Delete for good; tasks made from it keep its id and version."""
     template = visible_template(principal, template_id, lock=True)
+    audit.note(
+        target_type="template",
+        target_id=template.id,
+        before={"name": template.name, "version": template.version},
+    )
     db.session.delete(template)
     db.session.commit()
     return template_id

@@ -24,6 +24,7 @@ from sqlalchemy import func
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
 from app.models import Agent, AttemptOutcome, Role, Task, TaskAttempt, TrustEvent, TrustRecord
+from app.services import audit
 from app.services.errors import NotFound, invalid
 from app.services.principal import Principal, visible_agent
 from app.services.settings import settings
@@ -205,6 +206,12 @@ def adjust_trust(
         actor=principal.actor,
         now=now or utcnow(),
         reason=reason,
+    )
+    audit.note(
+        target_type="agent",
+        target_id=agent_id,
+        before={"trust_score": record.trust_score_before},
+        after={"trust_score": record.trust_score_after, "reason": reason},
     )
     db.session.commit()
     return record

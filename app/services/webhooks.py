@@ -58,6 +58,7 @@ from app.models import (
     WebhookEvent,
     WebhookEvents,
 )
+from app.services import audit
 from app.services.errors import Conflict, NotFound, NotPermitted, invalid
 from app.services.principal import Principal, require_agent
 
@@ -793,6 +794,7 @@ def create_webhook(
         created_at=now,
         updated_at=now,
     )
+    audit.track(hook, "webhook")  # the secret shows only as set, never its value
     db.session.add(hook)
     db.session.commit()
     return hook, secret
@@ -862,6 +864,7 @@ def update_webhook(
     """Change url, events, description or active; re-enabling clears the failure streak."""
     now = now or utcnow()
     hook = get_webhook(principal, webhook_id, lock=True)
+    audit.track(hook, "webhook")
     for name in ("url", "events", "active"):
         if name in changes and changes[name] is None:
             raise invalid(name, "may be changed but not set to null")
@@ -908,6 +911,7 @@ def rotate_secret(
     """A new signing secret (given or generated), shown this once; used from the next send."""
     now = now or utcnow()
     hook = get_webhook(principal, webhook_id, lock=True)
+    audit.track(hook, "webhook")
     secret = validate_secret(secret)
     hook.secret_sealed = webhook_settings.seal(secret)
     hook.secret_hint = secret[-4:]

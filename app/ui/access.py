@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, request
+from flask import abort, current_app, request
 from flask_login import current_user
 
 from app.extensions import login_manager
@@ -66,3 +66,13 @@ def check_access() -> Any:
             f"this needs the {needed} role; you are signed in as {current_user.role}"
         )
     return None
+
+
+def refuse_nul() -> None:
+    """No real value holds a NUL (PostgreSQL text cannot store one): answer 400 here, not a
+    DataError (500) from whichever query the value reaches."""
+    values = [request.path, *(v for _, v in request.args.items(multi=True))]
+    if request.method not in READ_METHODS:
+        values += [v for _, v in request.form.items(multi=True)]
+    if any("\x00" in v for v in values):
+        abort(400, "A NUL character is not allowed here.")

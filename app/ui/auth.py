@@ -9,9 +9,11 @@ from werkzeug.wrappers import Response as BaseResponse
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from app.extensions import db, login_manager
+from app.extensions import login_manager
+from app.lib import ratelimit
 from app.lib.clock import utcnow
 from app.models import OperatorRole, User
+from app.services import users
 from app.services.auth import authenticate_user
 from app.services.principal import Principal, operator
 from app.ui import bp
@@ -31,7 +33,7 @@ class LoginForm(FlaskForm):
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    return users.load_session_user(user_id)
 
 
 @login_manager.unauthorized_handler
@@ -68,15 +70,27 @@ def acting_operator() -> Principal:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> BaseResponse | tuple[str, int]:
+def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     next_url = safe_next(request.args.get("next"))
     if current_user.is_authenticated:
         return redirect(next_url or url_for("ui.dashboard"))
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        user = authenticate_user(form.email.data or "", form.password.data or "", now=utcnow())
+        email, address = form.email.data or "", request.remote_addr or "unknown"
+        # Over budget, the password is not even checked: refusals cannot be used to guess.
+        wait = ratelimit.begin_sign_in(email, address)
+        if wait is not None:
+            flash(
+                "Too many failed sign-ins for this account or from this address. "
+                f"Try again in {ratelimit.in_words(wait)}.",
+                "error",
+            )
+            page = render_template("ui/auth/login.html", form=form, next_url=next_url)
+            return page, 429, {"Retry-After": str(wait)}
+        user = authenticate_user(email, form.password.data or "", now=utcnow())
         if user is not None:
+            ratelimit.sign_in_succeeded(email, address)
             login_user(user, remember=bool(form.remember.data))
             return redirect(next_url or url_for("ui.dashboard"))
         flash("That email and password do not match an operator account.", "error")
@@ -92,4 +106,15 @@ def login() -> BaseResponse | tuple[str, int]:
 def logout() -> BaseResponse:
     logout_user()
     flash("You are signed out.", "info")
+    return redirect(url_for("ui.login"))
+
+
+@bp.post("/logout/everywhere")
+@login_required
+@requires(OperatorRole.VIEWER)
+def logout_everywhere() -> BaseResponse:
+    """End this account's sessions on every device, this one included."""
+    users.sign_out_everywhere(current_user.id)
+    logout_user()
+    flash("You are signed out on every device.", "info")
     return redirect(url_for("ui.login"))

@@ -496,6 +496,7 @@ def test_it_refuses_revoked_and_expired_keys(app: Flask, api: Api, personas: Per
             role="client",
             client_id="client-1",
             expires_at=utcnow() - timedelta(seconds=1),
+            now=utcnow() - timedelta(minutes=1),  # made a minute ago, expired since
         )
         db.session.commit()
         db.session.remove()

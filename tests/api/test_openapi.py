@@ -38,6 +38,7 @@ from app.models import (
 )
 from app.services import scheduling
 from tests.api.support import T0
+from tests.api.test_api_keys_api import exercise_api_keys
 from tests.api.webhook_support import receiver, send_now
 from tests.conftest import Api, Persona, Personas
 
@@ -225,6 +226,9 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
     exercise_trust(api, personas, agent_id, agent)
     exercise_routing(api, personas)
     exercise_webhooks(api, personas)
+    exercise_api_keys(api, personas)
+    api.get("/ains/audit-events", personas.admin, query_string={"actor": "client:*"})
+    api.get("/ains/audit-events", personas.client)  # admins only
     # Errors of every documented kind.
     api.get("/ains/tasks")
     api.post("/ains/tasks", personas.fleet, json={})
@@ -655,3 +659,11 @@ def test_it_documents_exactly_the_webhook_events_there_are(spec: dict[str, Any])
     events = spec["components"]["schemas"]["AgentWebhookCreate"]["properties"]["events"]
     [listed] = [option for option in events["anyOf"] if option.get("type") == "array"]
     assert tuple(listed["items"]["enum"]) == WebhookEvents.ALL
+
+
+def test_every_rate_limited_operation_documents_429(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            documented = "429" in operation["responses"]
+            assert documented == (path != "/health"), f"{method} {path}"

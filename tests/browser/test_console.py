@@ -129,7 +129,8 @@ def test_it_shows_an_api_created_task_in_the_list(
     screenshot(page, "agents")
 
     # Signing out is a POST with the CSRF token, from a real form.
-    page.get_by_role("button", name="Sign out").click()
+    page.locator(".account-summary").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page).to_have_url(f"{base}/login")
     expect(page.get_by_text("You are signed out.")).to_be_visible()
 

@@ -6,7 +6,11 @@ import re
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+
+from app.extensions import db
+from app.services.auth import create_user
 
 CSRF_FIELD = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|'
@@ -30,6 +34,25 @@ def sign_in(client: FlaskClient, email: str, password: str, **query: str) -> Any
         query_string=query,
         data={"email": email, "password": password, "csrf_token": token},
     )
+
+
+ACCOUNT_PASSWORD = "correct horse battery"
+
+
+def console_as(app: Flask, role: str, email: str | None = None) -> FlaskClient:
+    """A new client signed in to a new account with ``role``.
+
+    A client of its own rather than the ``client`` fixture, whose preserved request context
+    would share ``g`` (and with it the signed-in user) with other clients' requests.
+    """
+    email = email or f"{role}@example.com"
+    with app.app_context():
+        create_user(email, ACCOUNT_PASSWORD, role=role)
+        db.session.remove()
+    client = app.test_client()
+    response = sign_in(client, email, ACCOUNT_PASSWORD)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
 
 
 @pytest.fixture

@@ -73,3 +73,15 @@ function syncAllSelections(root) {
 }
 document.addEventListener("htmx:load", (event) => syncAllSelections(event.target));
 window.addEventListener("pageshow", () => syncAllSelections(document));
+
+// Menus built from <details> (the admin pages, the account, confirmations) close when the
+// operator clicks elsewhere or presses Escape, as menus do.
+function closeMenus(except) {
+  for (const menu of document.querySelectorAll("details.nav-menu[open], details.account-menu[open]")) {
+    if (!except || !menu.contains(except)) menu.removeAttribute("open");
+  }
+}
+document.addEventListener("click", (event) => closeMenus(event.target instanceof Node ? event.target : null));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeMenus(null);
+});

@@ -5,6 +5,7 @@ window.addEventListener("DOMContentLoaded", function () {
     url: el.dataset.specUrl,
     dom_id: "#swagger-ui",
     deepLinking: true,
-    persistAuthorization: true,
+    persistAuthorization: false, // a pasted key is not kept in localStorage
+    validatorUrl: null,
   });
 });
