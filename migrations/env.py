@@ -1,4 +1,5 @@
 import logging
+from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
@@ -64,6 +65,29 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+@contextmanager
+def sqlite_foreign_keys_off(connection):
+    """SQLite: foreign keys off while migrating, checked after, then back on.
+
+    Batch mode rebuilds a table by copy, drop and rename; with foreign keys on, dropping
+    the old table deletes its rows first and cascades to the rows pointing at them (a
+    rebuild of tasks would wipe task_events). The pragma is a no-op inside a transaction,
+    so it goes to the driver's connection, before SQLAlchemy begins one.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+        broken = driver.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"migrations left rows with dangling foreign keys: {broken[:10]}")
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -88,7 +112,7 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    with connectable.connect() as connection, sqlite_foreign_keys_off(connection):
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
         with context.begin_transaction():
