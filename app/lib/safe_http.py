@@ -6,12 +6,14 @@
 - private, loopback, link-local, multicast and reserved addresses are refused unless
   ``allow_private`` (a test's local receiver, an intranet deployment);
 - redirects are not followed except 307/308 to the same scheme, host and port;
-- one deadline for the whole exchange, and the response is read up to a limit.
+- one deadline for the whole exchange (every read waits only for what is left of it, so a
+  receiver dripping bytes cannot hold the sender), and the response is read up to a limit.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import ipaddress
 import socket
 import ssl
@@ -98,23 +100,94 @@ def resolve(host: str, port: int, *, allow_private: bool) -> str:
     return addresses[0]
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket, each read waiting only until the exchange's deadline.
+
+    A socket timeout alone bounds each read, not their sum: a receiver sending a byte now
+    and then would keep the status line, the headers or the body coming for ever.
+    """
+
+    def __init__(self, owner: _DeadlineSocket) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        sock = self._owner.sock
+        sock.settimeout(self._owner.remaining())
+        return sock.recv_into(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._owner.reader_closed()
+
+
+class _DeadlineSocket:
+    """The connected socket as http.client sees it: reads and sends keep to the deadline.
+
+    Like a socket's own makefile(), the socket stays open until its reader is closed too
+    (http.client closes the connection before the body of a ``Connection: close`` answer
+    has been read).
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.readers = 0
+        self.closing = False
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the deadline passed")
+        return left
+
+    def makefile(self, mode: str = "rb", *args: object, **kwargs: object) -> io.BufferedReader:
+        assert mode == "rb", mode
+        self.readers += 1
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.settimeout(self.remaining())
+        self.sock.sendall(data)
+
+    def reader_closed(self) -> None:
+        self.readers -= 1
+        if self.closing and self.readers <= 0:
+            self.sock.close()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.readers <= 0:
+            self.sock.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, address: str, deadline: float) -> None:
+        super().__init__(host, port, timeout=max(0.001, deadline - time.monotonic()))
         self.address = address
+        self.deadline = deadline
+
+    def open_socket(self) -> socket.socket:
+        return socket.create_connection((self.address, self.port), self.timeout)
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = _DeadlineSocket(self.open_socket(), self.deadline)  # type: ignore[assignment]
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self.address = address
+class _PinnedHTTPS(_PinnedHTTP):
+    def __init__(self, host: str, port: int, address: str, deadline: float) -> None:
+        super().__init__(host, port, address, deadline)
+        self.context = ssl.create_default_context()
 
-    def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+    def open_socket(self) -> socket.socket:
+        return self.context.wrap_socket(super().open_socket(), server_hostname=self.host)
 
 
 def post(
@@ -137,7 +210,8 @@ def post(
         if remaining <= 0:
             raise RequestFailed(f"timed out after {timeout:g}s")
         connection_class = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
-        connection = connection_class(host, port, address, remaining)
+        connection = connection_class(host, port, address, deadline)
+        raw: http.client.HTTPResponse | None = None
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
@@ -176,6 +250,8 @@ def post(
                 raise RequestFailed(f"timed out after {timeout:g}s") from None
             raise RequestFailed(f"{type(exc).__name__}: {exc}") from None
         finally:
+            if raw is not None:
+                raw.close()  # an answer read only in part holds the socket open
             connection.close()
         location = response.headers.get("location")
         if response.status not in (307, 308) or not location:

@@ -1,11 +1,11 @@
 """Webhook delivery end to end: the RQ worker and the clock as real processes, a real
 local HTTP receiver, events from the public task API.
 
-Webhooks are created with the service layer (the JSON API for them is written elsewhere);
-events come from tasks submitted and reported through the API (the Flask test client, or a
-real gunicorn where concurrency matters). The worker and clock are started per test with
-the webhook settings the test needs (fast retries, a low disable threshold, private
-addresses refused).
+Webhooks are created with the service layer (the JSON API has its own tests in
+tests/api/test_webhooks_api.py); events come from tasks submitted and reported through the
+API (the Flask test client, or a real gunicorn where concurrency matters). The worker and
+clock are started per test with the webhook settings the test needs (fast retries, a low
+disable threshold, private addresses refused).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from rq import Queue
+from rq import Queue, Worker
 
 from agent_client import verify_signature
 from app import webhook_queue_name
@@ -48,6 +48,9 @@ FAST_RETRIES = {"WEBHOOK_RETRY_BASE_SECONDS": "1", "WEBHOOK_MAX_ATTEMPTS": "3"}
 # once a second, then the job and the request; generous for 2 shared cores.
 RETRY_SLACK = 2.5
 TASK_EVENTS = ["task.created", "task.completed"]
+# How long a worker or clock may take to start: importing the app alone took 10 s on the
+# shared 2 cores under load.
+STARTUP_TIMEOUT = 60
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -70,15 +73,28 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
 
 @pytest.fixture
 def spawn(app: Flask, request: pytest.FixtureRequest) -> Iterator[Callable[..., Process]]:
-    """Start ``jobs.worker`` or ``jobs.clock`` with extra environment; stopped afterwards."""
+    """Start ``jobs.worker`` or ``jobs.clock`` with extra environment, and wait until it is
+    at work (a worker registered in Redis, the clock's tick scheduled): the tests' waits
+    time deliveries, not how long a loaded machine takes to import the app. Stopped
+    afterwards."""
     started: list[Process] = []
     test = request.node.name.removeprefix("test_")[:40]
+    connection = redis_client(app.config["REDIS_URL"])
 
     def start(kind: str, **env: str) -> Process:
         assert kind in ("worker", "clock"), kind
         name = f"webhooks-{test}-{kind}-{len(started)}"
+        workers_before = Worker.count(connection=connection)
         process = Process(name, [sys.executable, "-m", f"jobs.{kind}"], process_env(app, **env))
         started.append(process)
+        if kind == "clock":
+            process.wait_for_line("scheduled jobs.maintenance.tick", timeout=STARTUP_TIMEOUT)
+        else:
+            wait_until(
+                lambda: Worker.count(connection=connection) > workers_before,
+                STARTUP_TIMEOUT,
+                f"{name} to register with Redis",
+            )
         return process
 
     yield start

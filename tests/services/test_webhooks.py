@@ -7,17 +7,23 @@ Real HTTP round trips with real processes live in tests/e2e/test_webhook_deliver
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
 
+from app.api.schemas import ScheduleCreate
 from app.extensions import db
 from app.lib import safe_http
 from app.lib.clock import utcnow
 from app.lib.sealing import Sealer, Unsealable
 from app.models import (
     DeliveryStatus,
+    ScheduleExecution,
+    Task,
     Webhook,
     WebhookAttempt,
     WebhookDelivery,
@@ -25,7 +31,7 @@ from app.models import (
     WebhookEvents,
 )
 from app.services import agents as agent_service
-from app.services import webhooks
+from app.services import scheduling, webhooks
 from app.services.cancellation import cancel_task
 from app.services.dispatch import claim_tasks
 from app.services.lifecycle import sweep
@@ -35,7 +41,7 @@ from app.services.settings import settings
 from app.services.webhooks import webhook_settings
 from tests.services.conftest import Actors
 from tests.services.factories import make_agent, make_task
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, Reply, receiving
 
 URL = "http://127.0.0.1:9/hook"  # never called by these tests unless a receiver is started
 
@@ -220,6 +226,27 @@ def test_an_agent_webhook_hears_only_its_own_agent_going_offline(
             now=now,
         )
     assert [(n, b["agent_id"]) for n, b in events_for(hook.id)] == [("agent.offline", mine.id)]
+
+
+def test_a_fired_schedule_is_announced_to_its_client(actors: Actors, queued: list[str]) -> None:
+    mine, _ = webhooks.create_webhook(actors.client, url=URL, events=["schedule.fired"])
+    theirs, _ = webhooks.create_webhook(actors.other_client, url=URL, events=["schedule.fired"])
+    start = utcnow()
+    fields = ScheduleCreate.model_validate(
+        {"task_type": "report", "capability_required": "report-v1", "interval_seconds": 60}
+    ).model_dump(exclude_none=True)
+    schedule = scheduling.create_schedule(actors.client, fields, now=start)
+    assert scheduling.fire_due(now=start + timedelta(seconds=61)).fired == 1
+
+    [(name, body)] = events_for(mine.id)
+    assert name == "schedule.fired" == body["event"]
+    assert body["schedule_id"] == schedule.id == body["data"]["schedule_id"]
+    execution = db.session.get(ScheduleExecution, body["data"]["execution_id"])
+    assert execution is not None and execution.schedule_id == schedule.id
+    assert execution.task_id == body["task_id"] and db.session.get(Task, body["task_id"])
+    assert body["data"]["trigger"] == "schedule"
+    assert datetime.fromisoformat(body["data"]["scheduled_for"]) == start + timedelta(seconds=60)
+    assert names(theirs.id) == []
 
 
 def test_a_rolled_back_change_writes_no_event(actors: Actors, queued: list[str]) -> None:
@@ -520,6 +547,83 @@ def test_names_resolving_to_private_addresses_are_refused_when_sending(
     assert row.status == DeliveryStatus.FAILED
     assert "localhost resolves to" in row.last_error and "loopback" in row.last_error
     assert receiver.requests == []
+
+
+def test_a_receiver_holding_the_request_past_the_timeout_is_retried(
+    actors: Actors, queued: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook_settings, "timeout_seconds", 1.0)
+    with receiving(default=Reply(200, delay=3)) as slow:
+        _, _, delivery = one_delivery(actors, slow.url)
+        assert webhooks.deliver(delivery.id) == "retry"
+        row = fresh(delivery.id)
+        assert row.status == DeliveryStatus.PENDING and row.last_status_code is None
+        assert row.last_error == "timed out after 1s", row.last_error
+        assert len(slow.requests) == 1
+
+
+def dripping_server(head: bytes, drip: bytes) -> tuple[str, threading.Event]:
+    """A receiver that sends ``head``, then ``drip`` every 0.2 s for up to 15 s: each read
+    gets something well within any socket timeout, the whole answer never ends."""
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        try:
+            conn.recv(65536)
+            conn.sendall(head)
+            end = time.monotonic() + 15
+            while time.monotonic() < end and not done.is_set():
+                conn.sendall(drip)
+                time.sleep(0.2)
+        except OSError:
+            pass  # the sender hung up: what the test wants
+        finally:
+            conn.close()
+            server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/hook", done
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x"),  # the body
+        (b"HTTP/1.1 200 OK\r\n", b"X-Drip: 1\r\n"),  # the headers
+        (b"", b"H"),  # the status line
+    ],
+    ids=["body", "headers", "status-line"],
+)
+def test_a_receiver_dripping_its_answer_is_cut_off_at_the_deadline(
+    head: bytes, drip: bytes
+) -> None:
+    url, done = dripping_server(head, drip)
+    started = time.monotonic()
+    try:
+        with pytest.raises(safe_http.RequestFailed, match="timed out after 1s"):
+            safe_http.post(url, b"{}", {}, timeout=1, allow_private=True, max_response_bytes=4096)
+    finally:
+        done.set()
+    # The drip goes on for 15 s: only the one deadline ends the request this soon.
+    assert time.monotonic() - started < 8
+
+
+def test_only_the_first_bytes_of_an_answer_are_read_and_kept(
+    actors: Actors, queued: list[str]
+) -> None:
+    with receiving(default=Reply(200, body=b"a" * 200_000)) as big:
+        answer = safe_http.post(
+            big.url, b"{}", {}, timeout=5, allow_private=True, max_response_bytes=1024
+        )
+        assert answer.status == 200 and answer.truncated and answer.body == b"a" * 1024
+    # The attempt keeps an excerpt of 2,000 characters (not bytes) of what was read.
+    with receiving(default=Reply(200, body="é".encode() * 5000)) as wide:
+        _, _, delivery = one_delivery(actors, wide.url)
+        assert webhooks.deliver(delivery.id) == "delivered"
+        [attempt] = db.session.scalars(db.select(WebhookAttempt)).all()
+        assert attempt.response_excerpt == "é" * 2000
 
 
 def test_a_secret_that_cannot_be_opened_fails_the_delivery_without_sending(
