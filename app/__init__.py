@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from flask import Flask
-from prometheus_client import CollectorRegistry
-from prometheus_flask_exporter import PrometheusMetrics
 
 from app.config import BASE_DIR, INSTANCE_DIR, Config
 from app.extensions import csrf, db, login_manager, migrate, redis_client
-from app.lib import security_headers
+from app.lib import logs, security_headers
 from app.services import routing
 from app.services.settings import settings
 from app.services.wakeups import wakeups
@@ -52,6 +49,7 @@ def webhook_dispatcher(app: Flask) -> Callable[[list[str]], None]:
                     result_ttl=0,
                     failure_ttl=86400,
                     job_id=delivery_job_id(delivery_id),
+                    meta=logs.job_meta(),  # the worker's lines carry the request's id
                 )
                 for delivery_id in ids
             ]
@@ -87,12 +85,8 @@ def create_app(config_class: type = Config) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.config["REDIS_URL"] = resolve_redis_url(app.config["REDIS_URL"])
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Flask-Limiter logs every refused call at INFO: under a flood that is a flood of lines
-    # (the audit log keeps the first refusal of each caller a minute).
-    logging.getLogger("flask-limiter").setLevel(logging.WARNING)
+    logs.configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
+    logs.install_request_ids(app)  # first: every other hook and every log line has the id
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
@@ -126,5 +120,9 @@ def create_app(config_class: type = Config) -> Flask:
     register_error_handlers(app)
     auditing.install(app)  # one audit row per state-changing request
     register_cli(app)
-    PrometheusMetrics(app, registry=CollectorRegistry(auto_describe=True), group_by="endpoint")
+    # GET /metrics. Imported here, not at the top: gunicorn.conf.py imports this package and
+    # must set PROMETHEUS_MULTIPROC_DIR before prometheus_client is first imported.
+    from app.api import metrics as metrics_endpoint
+
+    metrics_endpoint.install(app)
     return app

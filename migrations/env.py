@@ -5,14 +5,18 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from app.lib.logs import configured as app_logging_configured
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-# Keep the app's loggers: Alembic's default would disable every existing logger.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Keep the app's loggers: Alembic's default would disable every existing logger. Under the
+# app (flask db upgrade, the tests) its logging is set up already: migrations log there.
+if not app_logging_configured():
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 

@@ -24,7 +24,7 @@ ERRORS = {
     "429": "rate limited: retry after the Retry-After header's seconds",
 }
 # Never rate limited (app/lib/ratelimit.py): no 429 documented.
-UNLIMITED_RULES = frozenset({"/health"})
+UNLIMITED_RULES = frozenset({"/health", "/health/ready"})
 
 
 def openapi_path(rule: str) -> str:

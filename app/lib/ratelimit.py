@@ -63,7 +63,7 @@ SUBMIT_ENDPOINTS = frozenset(
 # An agent's work loop.
 AGENT_ENDPOINTS = frozenset({"claim", "heartbeat", "report_progress", "complete_task", "fail_task"})
 # Probes and documentation: a load balancer or a scraper must never be refused.
-UNLIMITED_ENDPOINTS = frozenset({"health", "openapi_json", "docs"})
+UNLIMITED_ENDPOINTS = frozenset({"health", "health_ready", "openapi_json", "docs"})
 
 EXTENSION = "ains_rate_limits"  # the app's Budgets, in app.extensions
 

@@ -391,10 +391,13 @@ def claim_tasks_waiting(
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Task]:
-    """Long poll: return as soon as tasks are claimed, or empty after ``wait_seconds``."""
+    """Long poll: return as soon as tasks are claimed, or empty after ``wait_seconds``.
+
+    A process shutting down (``wakeups.closing``) answers at once with what it claimed.
+    """
     deadline = clock() + wait_seconds
     tasks = claim_tasks(principal, agent_id, max_tasks)
-    if tasks or wait_seconds <= 0:
+    if tasks or wait_seconds <= 0 or wakeups.closing.is_set():
         return tasks
     while True:
         agent = require_agent(principal, agent_id)
@@ -407,7 +410,7 @@ def claim_tasks_waiting(
         wakeups.clear(agent_id)
         tasks = claim_tasks(principal, agent_id, max_tasks)
         remaining = deadline - clock()
-        if tasks or remaining <= 0:
+        if tasks or remaining <= 0 or wakeups.closing.is_set():
             return tasks
         wakeups.wait(agent_id, remaining)
 
@@ -442,6 +445,13 @@ def update_priority(
         status = task.status
         db.session.rollback()
         raise Conflict(f"task {task_id!r} is already {status}")
+    apply_priority(principal, task, priority, now=now)
+    db.session.commit()
+    return task
+
+
+def apply_priority(principal: Principal, task: Task, priority: int, *, now: datetime) -> None:
+    """Give one locked, unfinished task a new priority and queue place, without committing."""
     old = task.priority
     task.priority = priority
     task.queue_key = queue_key(priority, task.enqueued_at, settings.aging_seconds_per_level)
@@ -452,5 +462,3 @@ def update_priority(
         reason=f"priority {old} → {priority}",
         data={"priority_from": old, "priority_to": priority},
     )
-    db.session.commit()
-    return task

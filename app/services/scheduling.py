@@ -35,7 +35,7 @@ from app.models import (
     TaskStatus,
     WebhookEvents,
 )
-from app.services import audit, webhooks
+from app.services import audit, metrics, webhooks
 from app.services.dispatch import build_task, resolve_client_id
 from app.services.errors import Conflict, DomainError, InvalidInput, NotFound, invalid
 from app.services.principal import Principal, schedule_runner
@@ -348,6 +348,10 @@ def start_run(
     execution.task_id = task.id
     db.session.add(execution)
     db.session.flush()  # the next run's overlap check must see this one
+    metrics.count("ains_schedules_fired_total")
+    if trigger != ExecutionTrigger.RUN_NOW:
+        lateness = (now - scheduled_for).total_seconds()
+        metrics.observe("ains_schedule_fire_lateness_seconds", lateness)
     webhooks.emit(
         WebhookEvents.SCHEDULE_FIRED,
         at=now,

@@ -4,12 +4,19 @@ Routing assigns each task to one agent; once that commits, one token is pushed o
 agent's Redis list and its waiting claim pops it (BLPOP) and takes the task. Tokens only
 nudge: the database still decides who gets what, so a lost, stale or extra token (or a
 flushed or absent Redis) costs at most a wasted or delayed claim, never a task.
+
+A web process that is stopping (gunicorn's SIGTERM; see gunicorn.conf.py) calls
+``shut_down``: every long poll waiting in this process wakes at once and answers with what
+it has, so in-flight requests finish within the platform's grace period instead of holding
+the shutdown for up to a claim's 30 s.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import os
+import secrets
+import threading
 from collections import Counter
 from collections.abc import Iterable
 
@@ -18,6 +25,8 @@ import redis
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ains:wake:agent:"
+# One list per web process: a token on it wakes one of that process's waiting long polls.
+SHUTDOWN_PREFIX = "ains:wake:shutdown:"
 # Tokens nobody popped are trimmed and expire, so an idle agent's list stays small.
 MAX_TOKENS = 1000
 TOKEN_TTL_SECONDS = 60
@@ -30,6 +39,16 @@ class Wakeups:
 
     def __init__(self) -> None:
         self.redis: redis.Redis | None = None
+        # Set once this process is shutting down: waits return at once from then on.
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._nonce = secrets.token_hex(4)
+
+    @property
+    def _shutdown_key(self) -> str:
+        # The pid is read when used: with gunicorn's preload, workers share this object.
+        return f"{SHUTDOWN_PREFIX}{os.getpid()}:{self._nonce}"
 
     def configure(self, client: redis.Redis | None) -> None:
         self.redis = client
@@ -62,19 +81,57 @@ class Wakeups:
             log.warning("wake-up tokens not cleared: %s", exc)
 
     def wait(self, agent_id: str, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds for a token; True if one was taken."""
+        """Block up to ``timeout`` seconds for a token; True if one was taken.
+
+        Returns False at once, without waiting, once the process is shutting down.
+        """
         if timeout <= 0:
             return False
+        # Counted before ``closing`` is looked at: ``shut_down`` either sees this wait and
+        # pushes a token for it, or has set ``closing`` already and the wait is skipped.
+        with self._lock:
+            if self.closing.is_set():
+                return False
+            self._waiting += 1
+        try:
+            return self._wait(agent_id, timeout)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _wait(self, agent_id: str, timeout: float) -> bool:
         if self.redis is None:
-            time.sleep(min(timeout, FALLBACK_POLL_SECONDS))
+            self.closing.wait(min(timeout, FALLBACK_POLL_SECONDS))
             return False
         try:
             # BLPOP's timeout has a resolution of seconds on old servers; keep it >= 0.01.
-            return self.redis.blpop([KEY_PREFIX + agent_id], timeout=max(timeout, 0.01)) is not None
+            popped = self.redis.blpop(
+                [KEY_PREFIX + agent_id, self._shutdown_key], timeout=max(timeout, 0.01)
+            )
         except redis.RedisError as exc:
             log.warning("wake-up wait failed (polling instead): %s", exc)
-            time.sleep(min(timeout, FALLBACK_POLL_SECONDS))
+            self.closing.wait(min(timeout, FALLBACK_POLL_SECONDS))
             return False
+        return popped is not None and not self.closing.is_set()
+
+    def shut_down(self) -> int:
+        """Wake every long poll waiting in this process; later waits return at once.
+
+        Returns how many waits were woken. Safe to call more than once.
+        """
+        with self._lock:
+            self.closing.set()
+            waiting = self._waiting
+        if self.redis is None or waiting == 0:
+            return waiting
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(self._shutdown_key, *([b"1"] * waiting))
+            pipe.expire(self._shutdown_key, TOKEN_TTL_SECONDS)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("long polls not woken for shutdown (they end at their timeout): %s", exc)
+        return waiting
 
 
 wakeups = Wakeups()

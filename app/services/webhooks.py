@@ -58,7 +58,7 @@ from app.models import (
     WebhookEvent,
     WebhookEvents,
 )
-from app.services import audit
+from app.services import audit, metrics
 from app.services.errors import Conflict, NotFound, NotPermitted, invalid
 from app.services.principal import Principal, require_agent
 
@@ -510,7 +510,7 @@ def send(outgoing: Outgoing) -> Result:
         elapsed(),
         "delivered",
         response_headers=dict(list(response.headers.items())[:30]),
-        excerpt=response.body[:EXCERPT_CHARS].decode("utf-8", "replace"),
+        excerpt=response.body.decode("utf-8", "replace")[:EXCERPT_CHARS],
     )
     if 200 <= status < 300:
         return result
@@ -619,6 +619,7 @@ def record(outgoing: Outgoing, result: Result, started_at: datetime, now: dateti
                 f"{hook.consecutive_failures} deliveries in a row failed; the last: {result.error}",
                 now,
             )
+    metrics.webhook_delivery(outcome)
     db.session.commit()
     return outcome
 

@@ -48,12 +48,15 @@ def _before_commit(session: Session) -> None:
         settle(session)
     # Then the tasks that became claimable (released dependents included) are routed.
     routing.route_recorded(session)
-    # Last, every transition above (routing's included) goes to the webhook outbox.
+    # Last, every transition above (routing's included) goes to the metrics (counted after
+    # the commit) and to the webhook outbox.
+    metrics.note_task_events(session)
     webhooks.write_outbox(session)
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    metrics.write_committed(session)  # first: it never raises
     wakeups.notify_agents(routing.winners_committed(session))
     webhooks.queue_committed(session)
 
@@ -67,5 +70,5 @@ def _after_rollback(session: Session) -> None:
 
 
 # The modules whose reactions register on import (after REACTIONS exists: they import us).
-from app.services import chains, dependencies, routing, webhooks  # noqa: E402,F401
+from app.services import chains, dependencies, metrics, routing, webhooks  # noqa: E402,F401
 from app.services.wakeups import wakeups  # noqa: E402

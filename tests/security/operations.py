@@ -15,8 +15,9 @@ from tests.security.conftest import World
 
 PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
-# Routes anyone may call without a key (reviewed: /health says only ok/degraded).
-PUBLIC = {("get", "/health")}
+# Routes anyone may call without a key (reviewed: /health says only ok/degraded;
+# /health/ready also names its failing checks: revisions, queue names, never a secret).
+PUBLIC = {("get", "/health"), ("get", "/health/ready")}
 
 
 def authenticated() -> list[Operation]:
