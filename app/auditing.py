@@ -50,6 +50,8 @@ ACTIONS = {
     "api.requeue_dead_letter": "task.requeue",
     "api.cancel_dead_letter": "task.discard",
     "ui.dead_letter_action": "task.{action}",
+    "ui.task_bulk_action": "task.bulk_{action}",
+    "ui.new_task": "task.submit",
     "api.adjust_trust": "trust.adjust",
     "ui.adjust_agent_trust": "trust.adjust",
     "api.create_agent_webhook": "webhook.create",

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -78,6 +79,27 @@ class Task(db.Model):
         Index("ix_tasks_status_expires", "status", "expires_at"),
         Index("ix_tasks_cancel_requested", "status", "cancel_requested_at"),
         Index("ix_tasks_status_assigned", "status", "assigned_at"),
+        # Console lists at scale (bench/console.py): newest first for one agent or one
+        # capability, and the dead-letter view's FAILED tasks with the columns its filters
+        # test, so its page and its count read the index alone.
+        Index("ix_tasks_agent_created", "assigned_agent_id", "created_at", "id"),
+        Index("ix_tasks_capability_created", "capability_required", "created_at", "id"),
+        Index(
+            "ix_tasks_failed",
+            "created_at",
+            "id",
+            postgresql_include=[
+                "client_id",
+                "capability_required",
+                "assigned_agent_id",
+                "priority",
+            ],
+            postgresql_where=text("status = 'FAILED'"),
+            sqlite_where=text("status = 'FAILED'"),
+        ),
+        # The tasks list's other keyset orders: highest priority first, and claim order.
+        Index("ix_tasks_priority_created", "priority", "created_at", "id"),
+        Index("ix_tasks_queue", "queue_key", "id"),
         UniqueConstraint("client_id", "idempotency_key", name="uq_tasks_client_idempotency"),
     )
 
@@ -230,7 +252,11 @@ class TaskEvent(db.Model):
     """One row per transition: who, when, why. Metrics, webhooks and the UI read these."""
 
     __tablename__ = "task_events"
-    __table_args__ = (Index("ix_task_events_task", "task_id", "id"),)
+    __table_args__ = (
+        Index("ix_task_events_task", "task_id", "id"),
+        # Ends per slice of time (the dashboard), from the index alone.
+        Index("ix_task_events_status_at", "to_status", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))

@@ -144,6 +144,8 @@ class WebhookDelivery(db.Model):
         # A webhook's deliveries, newest first.
         Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at", "id"),
         Index("ix_webhook_deliveries_event", "event_id"),
+        # Deliveries by status per webhook (the webhooks list), from the index alone.
+        Index("ix_webhook_deliveries_webhook_status", "webhook_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
 from app.lib.tokens import new_id
 from app.models import HEALTH_TO_STATUS, Agent, AgentStatus, Capability, Role, WebhookEvents
+from app.services import metrics as ains_metrics
 from app.services import routing, webhooks
 from app.services.attempts import renew_leases, stop_notices
 from app.services.auth import create_api_key
@@ -53,6 +55,7 @@ def register_agent(
         name=f"agent {display_name}", role=Role.AGENT, agent_id=agent.id, commit=False
     )
     routing.route_waiting([c.name for c in agent.capabilities], now)
+    ains_metrics.count("ains_agent_registrations_total")
     try:
         db.session.commit()
     except IntegrityError:
@@ -62,8 +65,13 @@ def register_agent(
 
 
 def list_agents(principal: Principal, *, status: str | None = None) -> list[Agent]:
-    """Agents visible to the principal, newest first."""
-    query = db.select(Agent).order_by(Agent.created_at.desc(), Agent.id)
+    """Agents visible to the principal, newest first, their capabilities loaded with them
+    (one more query, not one per agent)."""
+    query = (
+        db.select(Agent)
+        .options(selectinload(Agent.capabilities))
+        .order_by(Agent.created_at.desc(), Agent.id)
+    )
     if principal.role == Role.AGENT:
         if principal.agent_id is not None:
             query = query.where(Agent.id == principal.agent_id)
@@ -127,6 +135,7 @@ def record_heartbeat(
     notices = stop_notices(agent.id, now)
     if agent.status == AgentStatus.AVAILABLE:
         routing.route_waiting(agent.capability_names, now)
+    ains_metrics.count("ains_agent_heartbeats_total")
     db.session.commit()
     return {
         "acknowledged": True,

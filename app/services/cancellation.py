@@ -36,6 +36,14 @@ def cancel_task(
     if task.cancel_requested_at is not None:
         db.session.rollback()
         return task
+    cancel_locked(principal, task, reason, now=now)
+    db.session.commit()
+    return task
+
+
+def cancel_locked(principal: Principal, task: Task, reason: str | None, *, now: datetime) -> None:
+    """Cancel one locked, unfinished task not yet asked to stop, without committing: a
+    waiting one ends CANCELLED, a running one is asked to stop."""
     task.cancelled_by = principal.actor
     task.cancellation_reason = reason
     if task.status == TaskStatus.ACTIVE:
@@ -49,8 +57,6 @@ def cancel_task(
         )
     else:
         record_cancellation(task, actor=principal.actor, now=now, reason=reason or "cancelled")
-    db.session.commit()
-    return task
 
 
 def is_cancel_pending(task: Task) -> bool:

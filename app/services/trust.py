@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, true
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
@@ -145,6 +145,47 @@ def sparkline_points(agent_ids: Sequence[str], *, limit: int = 30) -> dict[str, 
     points: dict[str, list[float]] = {agent_id: [] for agent_id in agent_ids}
     if not points or limit < 1:
         return points
+    if db.session.get_bind().dialect.name == "postgresql":
+        rows = newest_per_agent(list(points), limit)
+    else:
+        rows = newest_by_window(list(points), limit)
+    for agent_id, before, after in rows:
+        series = points[agent_id]
+        if not series:
+            series.append(before)
+        series.append(after)
+    return points
+
+
+def newest_per_agent(agent_ids: list[str], limit: int) -> Any:
+    """(agent, before, after) of each agent's newest ``limit`` records, oldest first.
+
+    A LATERAL join walks ix_trust_records_agent_created backwards ``limit`` rows per
+    agent, so the cost does not grow with the agents' histories (one record per task
+    ended: about a million at a million tasks), as numbering every record would.
+    """
+    agents = db.select(Agent.id.label("agent_id")).where(Agent.id.in_(agent_ids)).subquery()
+    recent = (
+        db.select(
+            TrustRecord.trust_score_before,
+            TrustRecord.trust_score_after,
+            TrustRecord.created_at,
+            TrustRecord.id,
+        )
+        .where(TrustRecord.agent_id == agents.c.agent_id)
+        .order_by(TrustRecord.created_at.desc(), TrustRecord.id.desc())
+        .limit(limit)
+        .lateral()
+    )
+    return db.session.execute(
+        db.select(agents.c.agent_id, recent.c.trust_score_before, recent.c.trust_score_after)
+        .select_from(agents.join(recent, true()))
+        .order_by(agents.c.agent_id, recent.c.created_at, recent.c.id)
+    )
+
+
+def newest_by_window(agent_ids: list[str], limit: int) -> Any:
+    """The same rows by numbering each agent's records (SQLite has no LATERAL)."""
     newest_first = (
         func.row_number()
         .over(
@@ -160,20 +201,14 @@ def sparkline_points(agent_ids: Sequence[str], *, limit: int = 30) -> dict[str, 
             TrustRecord.trust_score_after,
             newest_first,
         )
-        .where(TrustRecord.agent_id.in_(list(points)))
+        .where(TrustRecord.agent_id.in_(agent_ids))
         .subquery()
     )
-    rows = db.session.execute(
+    return db.session.execute(
         db.select(recent.c.agent_id, recent.c.trust_score_before, recent.c.trust_score_after)
         .where(recent.c.n <= limit)
         .order_by(recent.c.agent_id, recent.c.n.desc())
     )
-    for agent_id, before, after in rows:
-        series = points[agent_id]
-        if not series:
-            series.append(before)
-        series.append(after)
-    return points
 
 
 def adjust_trust(

@@ -17,6 +17,7 @@ from app.ui import (  # noqa: E402,F401
     formatting,
     routing,
     schedules,
+    task_bulk,
     task_templates,
     tasks,
     users,

@@ -37,6 +37,8 @@ class BulkForm(FlaskForm):
     # The count the operator saw on the confirm step: a filter run never acts on more.
     confirmed = IntegerField("Confirmed count", validators=[Optional(), NumberRange(min=0)])
     reason = StringField("Reason (optional)", filters=[stripped], validators=[Length(max=2000)])
+    # A filter run acts on at most this many tasks.
+    max_per_call = MAX_PER_CALL
 
     def target(self) -> dict[str, Any]:
         """What the form asks for, or InvalidInput saying what is missing."""
@@ -46,7 +48,7 @@ class BulkForm(FlaskForm):
             return {"task_ids": self.task_ids.data}
         if self.confirmed.data is None:
             raise InvalidInput("Confirm how many tasks the filter matches first.")
-        return {"limit": min(self.confirmed.data, MAX_PER_CALL)}
+        return {"limit": min(self.confirmed.data, self.max_per_call)}
 
 
 def skip_text(reason: str) -> str:

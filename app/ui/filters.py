@@ -119,8 +119,9 @@ class TaskFilterFields(Form):
 
 
 class TaskFilterForm(TaskFilterFields):
-    """The tasks list: any status."""
+    """The tasks list: any status, a text search, where a task came from, and an order."""
 
+    q = StringField("Search input, result, error", filters=[stripped], validators=[Length(max=200)])
     status = ChoiceField(
         "Status",
         choices=[
@@ -129,9 +130,32 @@ class TaskFilterForm(TaskFilterFields):
         ],
         filters=[upper],
     )
+    task_type = StringField("Task type", filters=[stripped], validators=[Length(max=200)])
+    template = StringField("Template id", filters=[stripped], validators=[Length(max=40)])
+    chain = StringField("Chain id", filters=[stripped], validators=[Length(max=40)])
+    # The default order is the empty choice, so a pushed URL leaves it out.
+    sort = ChoiceField(
+        "Sort",
+        choices=[
+            SelectChoice("" if name == task_search.DEFAULT_SORT else name, order.label)
+            for name, order in task_search.SORTS.items()
+        ],
+        filters=[lambda v: "" if v == task_search.DEFAULT_SORT else v],
+    )
 
     def status_filter(self) -> str | None:
         return self.status.data or None
+
+    def to_filters(self) -> task_search.TaskFilters:
+        filters = super().to_filters()
+        filters.text = self.q.data or None
+        filters.task_type = self.task_type.data or None
+        filters.template_id = self.template.data or None
+        filters.chain_id = self.chain.data or None
+        return filters
+
+    def sort_order(self) -> str:
+        return self.sort.data or task_search.DEFAULT_SORT
 
 
 class DeadLetterFilterForm(TaskFilterFields):

@@ -16,7 +16,7 @@ from app.services.settings import settings
 from app.ui import bp
 from app.ui.auth import acting_operator
 from app.ui.dead_letter import skip_text
-from app.ui.filters import TaskFilterForm, describe_errors, labelled_errors, stripped
+from app.ui.filters import PRIORITIES, TaskFilterForm, describe_errors, labelled_errors, stripped
 from app.ui.htmx import render_region
 from app.ui.task_graph import draw
 
@@ -45,10 +45,14 @@ def tasks() -> Response:
     if valid:
         try:
             page = task_search.list_tasks(
-                acting_operator(), form.to_filters(), limit=PAGE_SIZE, cursor=cursor
+                acting_operator(),
+                form.to_filters(),
+                limit=PAGE_SIZE,
+                cursor=cursor,
+                sort=form.sort_order(),
             )
         except InvalidInput:
-            errors = {"Page": ["this paging link is not valid; start again from the newest"]}
+            errors = {"Page": ["this paging link is not valid; start again from the first page"]}
     return render_region(
         "ui/tasks/index.html",
         "ui/tasks/_results.html",
@@ -59,6 +63,8 @@ def tasks() -> Response:
         errors=errors,
         filters=form.query_args() if valid else {},
         refresh_seconds=REFRESH_SECONDS,
+        priorities=PRIORITIES,
+        sort_label=task_search.SORTS[form.sort_order()].label if valid else "",
     )
 
 

@@ -19,15 +19,24 @@ document.addEventListener("htmx:configRequest", (event) => {
 });
 
 // A region that refreshes itself (data-pause-while-editing) skips a refresh while the
-// operator is in one of its forms or has typed into one, or has opened a <details> in it
-// (a confirmation, event data): the swap would wipe their input or close what they opened.
+// operator is in one of its forms or has typed into one (or ticked a box, or picked an
+// option), or has opened a <details> in it (a confirmation, event data): the swap would
+// wipe their input or close what they opened.
 document.addEventListener("htmx:beforeRequest", (event) => {
   const region = event.detail.elt;
   if (!(region instanceof Element) || !region.hasAttribute("data-pause-while-editing")) return;
   const active = document.activeElement;
   const focused = active && region.contains(active) && active.closest("form");
-  const typed = Array.from(region.querySelectorAll("form input, form textarea")).some(
-    (input) => input.type !== "hidden" && input.value !== input.defaultValue,
+  const typed = Array.from(region.querySelectorAll("form input, form textarea, form select")).some(
+    (input) => {
+      if (input instanceof HTMLSelectElement) {
+        // With no option marked selected, a single select starts on its first one.
+        const initial = Math.max(0, Array.from(input.options).findIndex((o) => o.defaultSelected));
+        return input.selectedIndex !== initial;
+      }
+      if (input.type === "checkbox" || input.type === "radio") return input.checked !== input.defaultChecked;
+      return input.type !== "hidden" && input.value !== input.defaultValue;
+    },
   );
   const opened = region.querySelector("details[open]");
   if (focused || typed || opened) event.preventDefault();
@@ -74,10 +83,11 @@ function syncAllSelections(root) {
 document.addEventListener("htmx:load", (event) => syncAllSelections(event.target));
 window.addEventListener("pageshow", () => syncAllSelections(document));
 
-// Menus built from <details> (the admin pages, the account, confirmations) close when the
-// operator clicks elsewhere or presses Escape, as menus do.
+// Menus built from <details> (the admin pages, the account, confirmations) close
+// when the operator clicks elsewhere or presses Escape, as menus do.
 function closeMenus(except) {
-  for (const menu of document.querySelectorAll("details.nav-menu[open], details.account-menu[open]")) {
+  for (const menu of document.querySelectorAll(
+"details.nav-menu[open], details.account-menu[open]")) {
     if (!except || !menu.contains(except)) menu.removeAttribute("open");
   }
 }
@@ -85,3 +95,44 @@ document.addEventListener("click", (event) => closeMenus(event.target instanceof
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape") closeMenus(null);
 });
+
+// The theme switch in the account menu: System (no data-theme: follow the OS), Light or Dark.
+// The choice is kept in localStorage; js/theme.js applies it before the next page paints.
+const THEME_KEY = "ains-theme";
+
+function storedTheme() {
+  try {
+    const value = window.localStorage.getItem(THEME_KEY);
+    return value === "light" || value === "dark" ? value : "system";
+  } catch {
+    return "system";
+  }
+}
+
+function applyTheme(theme) {
+  const root = document.documentElement;
+  if (theme === "light" || theme === "dark") root.setAttribute("data-theme", theme);
+  else root.removeAttribute("data-theme");
+  for (const input of document.querySelectorAll('.theme-switch input[name="theme"]')) {
+    input.checked = input.value === theme;
+  }
+}
+
+document.addEventListener("change", (event) => {
+  const target = event.target;
+  if (!(target instanceof HTMLInputElement) || !target.closest(".theme-switch")) return;
+  try {
+    if (target.value === "system") window.localStorage.removeItem(THEME_KEY);
+    else window.localStorage.setItem(THEME_KEY, target.value);
+  } catch {
+    // Storage refused: the choice lasts for this page only.
+  }
+  applyTheme(target.value);
+});
+
+// Another tab changed the theme: follow it.
+window.addEventListener("storage", (event) => {
+  if (event.key === THEME_KEY || event.key === null) applyTheme(storedTheme());
+});
+// A deferred script: the header is parsed by now, so its radios show the stored choice.
+applyTheme(storedTheme());
