@@ -56,10 +56,11 @@ def skip_text(reason: str) -> str:
     return reason if reason.startswith("is ") else f"was {reason}"
 
 
-def notice(result: BulkResult, *, by_filter: bool) -> dict[str, Any]:
-    """The flash message of a bulk action: what was done, skipped, and left."""
-    done = len(result.done)
-    text = f"{DONE[result.action]} {done} task{'' if done == 1 else 's'}."
+def notice_with_skips(
+    result: BulkResult, text: str, *, by_filter: bool, kind: str = ""
+) -> dict[str, Any]:
+    """A bulk action's flash message: ``text`` (what was done), then what was skipped and
+    how many ``kind`` tasks the filter still matches."""
     details = [
         f"{s['task_id'][:ID_CHARS]} {skip_text(s['reason'])}" for s in result.skipped[:NAMED_SKIPS]
     ]
@@ -68,10 +69,18 @@ def notice(result: BulkResult, *, by_filter: bool) -> dict[str, Any]:
     if result.skipped:
         text += f" Skipped {len(result.skipped)}:"
     if by_filter and result.remaining:
-        more = f"{result.remaining} more failed task{'s' if result.remaining != 1 else ''}"
-        verb = "matches" if result.remaining == 1 else "match"
+        left = result.remaining
+        more = f"{left} more {kind}task{'s' if left != 1 else ''}"
+        verb = "matches" if left == 1 else "match"
         details.append(f"{more} {verb} the filter; run the action again to continue.")
     return {"text": text, "details": details}
+
+
+def notice(result: BulkResult, *, by_filter: bool) -> dict[str, Any]:
+    """The flash message of a dead-letter bulk action: what was done, skipped, and left."""
+    done = len(result.done)
+    text = f"{DONE[result.action]} {done} task{'' if done == 1 else 's'}."
+    return notice_with_skips(result, text, by_filter=by_filter, kind="failed ")
 
 
 @bp.app_context_processor

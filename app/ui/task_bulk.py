@@ -29,7 +29,7 @@ from app.services.errors import InvalidInput, NotPermitted
 from app.ui import bp
 from app.ui.access import requires
 from app.ui.auth import acting_operator
-from app.ui.dead_letter import ID_CHARS, NAMED_SKIPS, BulkForm, skip_text
+from app.ui.dead_letter import BulkForm, notice_with_skips
 from app.ui.filters import PRIORITIES, TaskFilterForm, describe_errors, stripped
 from app.ui.forms import ServiceForm
 from app.ui.htmx import render_region
@@ -136,20 +136,7 @@ def bulk_notice(
                 f" Asked {stopping} running task{'' if stopping == 1 else 's'} to stop: "
                 "each ends CANCELLED when its agent confirms."
             )
-    details = [
-        f"{s['task_id'][:ID_CHARS]} {skip_text(s['reason'])}" for s in result.skipped[:NAMED_SKIPS]
-    ]
-    if len(result.skipped) > NAMED_SKIPS:
-        details.append(f"and {len(result.skipped) - NAMED_SKIPS} more skipped")
-    if result.skipped:
-        text += f" Skipped {len(result.skipped)}:"
-    if by_filter and result.remaining:
-        left = result.remaining
-        details.append(
-            f"{left} more task{'s' if left != 1 else ''} "
-            f"{'matches' if left == 1 else 'match'} the filter; run the action again to continue."
-        )
-    return {"text": text, "details": details}
+    return notice_with_skips(result, text, by_filter=by_filter)
 
 
 @bp.post("/tasks/bulk/<any(cancel, requeue, priority):action>")

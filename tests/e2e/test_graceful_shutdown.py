@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -33,7 +33,7 @@ from app.services import scheduling, webhooks
 from app.services.principal import SYSTEM
 from app.services.wakeups import Wakeups
 from tests.conftest import Api, Personas
-from tests.processes import Process, process_env, start_agent, start_web
+from tests.processes import Process, process_env, start_agent, start_web, wait_until
 from tests.webhook_receiver import Receiver, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -49,17 +49,6 @@ def exit_code(process: Process, timeout: float = EXIT_TIMEOUT) -> int:
         raise AssertionError(
             f"{process.name} still running {timeout}s after SIGTERM:\n{process.output()[-3000:]}"
         ) from None
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def task_row(app: Flask, task_id: str) -> tuple[str, list[tuple[str, str]]]:

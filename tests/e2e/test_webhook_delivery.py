@@ -36,7 +36,7 @@ from app.services.errors import Conflict
 from app.services.principal import SYSTEM, Principal
 from app.services.webhooks import webhook_settings
 from tests.conftest import Api, Personas
-from tests.processes import Process, free_port, process_env, start_web
+from tests.processes import Process, free_port, process_env, start_web, wait_until
 from tests.webhook_receiver import Receiver, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -130,18 +130,6 @@ def hook_state(app: Flask, hook_id: str) -> dict[str, Any]:
         state = webhooks.get_webhook(SYSTEM, hook_id).to_dict()
         db.session.remove()
     return state
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def finished(app: Flask, hook_id: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -26,7 +24,7 @@ from app.services import scheduling, webhooks
 from app.services.principal import SYSTEM, Principal
 from tests.conftest import Personas
 from tests.metrics.support import Scrape
-from tests.processes import Process, WebServer, process_env, start_web
+from tests.processes import Process, WebServer, process_env, start_web, wait_until
 from tests.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -49,17 +47,6 @@ def children(pid: int) -> set[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.add(int(entry))
     return found
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def scrape(server: WebServer) -> Scrape:
