@@ -240,6 +240,10 @@ SELECT 'exe_' || md5(s || '-' || e), 'sch_' || md5('sch' || s),
        'task_' || md5('task' || (10000 + s * 300 + e))
 FROM generate_series(1, 60) s, generate_series(1, 288) e;
 
+-- A run's task is created by its schedule, as services/principal.schedule_runner writes it.
+UPDATE tasks t SET created_by = 'schedule:' || x.schedule_id
+FROM schedule_executions x WHERE x.task_id = t.id;
+
 INSERT INTO task_chains (id, client_id, name, status, current_step, steps, step_results,
                          created_by, created_at, updated_at, started_at, completed_at)
 SELECT 'chn_' || md5('chn' || c), 'client-' || lpad((c %% %(clients)s)::text, 2, '0'),

@@ -64,6 +64,10 @@ ROUTABLE_TASKS = "ains_routable_tasks"
 TASK_EVENTS = "ains_task_events"
 
 
+# Tasks a schedule made carry created_by "schedule:<id>" (services/principal.schedule_runner).
+SCHEDULE_RUN = "created_by LIKE 'schedule:%'"
+
+
 class Task(db.Model):
     __tablename__ = "tasks"
     __table_args__ = (
@@ -100,6 +104,15 @@ class Task(db.Model):
         # The tasks list's other keyset orders: highest priority first, and claim order.
         Index("ix_tasks_priority_created", "priority", "created_at", "id"),
         Index("ix_tasks_queue", "queue_key", "id"),
+        # A schedule's run counts (the schedules list): its tasks by status, from an index
+        # that holds only tasks made by schedules (queries repeat SCHEDULE_RUN verbatim).
+        Index(
+            "ix_tasks_schedule_runs",
+            "created_by",
+            "status",
+            postgresql_where=text(SCHEDULE_RUN),
+            sqlite_where=text(SCHEDULE_RUN),
+        ),
         UniqueConstraint("client_id", "idempotency_key", name="uq_tasks_client_idempotency"),
     )
 

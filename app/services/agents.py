@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -64,22 +65,43 @@ def register_agent(
     return agent, raw_key
 
 
-def list_agents(principal: Principal, *, status: str | None = None) -> list[Agent]:
-    """Agents visible to the principal, newest first, their capabilities loaded with them
-    (one more query, not one per agent)."""
-    query = (
-        db.select(Agent)
-        .options(selectinload(Agent.capabilities))
-        .order_by(Agent.created_at.desc(), Agent.id)
-    )
+def visible_agents(principal: Principal, status: str | None = None) -> list[ColumnElement[bool]]:
+    """The conditions that keep a query to the agents a principal may see."""
+    conditions: list[ColumnElement[bool]] = []
     if principal.role == Role.AGENT:
         if principal.agent_id is not None:
-            query = query.where(Agent.id == principal.agent_id)
+            conditions.append(Agent.id == principal.agent_id)
         else:
-            query = query.where(Agent.registered_by_key_id == principal.key_id)
+            conditions.append(Agent.registered_by_key_id == principal.key_id)
     if status:
-        query = query.where(Agent.status == status)
+        conditions.append(Agent.status == status)
+    return conditions
+
+
+def list_agents(
+    principal: Principal,
+    *,
+    status: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Agent]:
+    """Agents visible to the principal, newest first, their capabilities loaded with them
+    (one more query, not one per agent); a page of them when ``limit`` is given."""
+    query = (
+        db.select(Agent)
+        .where(*visible_agents(principal, status))
+        .options(selectinload(Agent.capabilities))
+        .order_by(Agent.created_at.desc(), Agent.id)
+        .offset(offset)
+        .limit(limit)
+    )
     return list(db.session.scalars(query))
+
+
+def count_agents(principal: Principal, *, status: str | None = None) -> int:
+    return db.session.scalar(
+        db.select(func.count()).select_from(Agent).where(*visible_agents(principal, status))
+    )
 
 
 def upsert_capability(

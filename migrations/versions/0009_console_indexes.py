@@ -1,6 +1,6 @@
 """console indexes: task lists by agent, capability and priority and in queue order, the
-dead-letter view, the dashboard's day of work, deliveries per webhook (measured with
-bench/console.py at 1M tasks)
+dead-letter view, schedules' run counts, the dashboard's day of work, deliveries per
+webhook (measured with bench/console.py at 1M tasks)
 
 Revision ID: 0009
 Revises: 0008
@@ -18,6 +18,7 @@ branch_labels = None
 depends_on = None
 
 FAILED = sa.text("status = 'FAILED'")
+SCHEDULE_RUN = sa.text("created_by LIKE 'schedule:%'")
 
 
 def upgrade():
@@ -37,6 +38,14 @@ def upgrade():
             "ix_tasks_priority_created", ["priority", "created_at", "id"], unique=False
         )
         batch_op.create_index("ix_tasks_queue", ["queue_key", "id"], unique=False)
+        # A schedule's run counts by status, over only the tasks schedules made.
+        batch_op.create_index(
+            "ix_tasks_schedule_runs",
+            ["created_by", "status"],
+            unique=False,
+            postgresql_where=SCHEDULE_RUN,
+            sqlite_where=SCHEDULE_RUN,
+        )
         # The dead-letter view: FAILED tasks newest first, with the columns its filters
         # test, so its page and its "N matching" count read the index alone.
         batch_op.create_index(
@@ -69,6 +78,7 @@ def downgrade():
         batch_op.drop_index("ix_task_events_status_at")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_index("ix_tasks_failed")
+        batch_op.drop_index("ix_tasks_schedule_runs")
         batch_op.drop_index("ix_tasks_queue")
         batch_op.drop_index("ix_tasks_priority_created")
         batch_op.drop_index("ix_tasks_capability_created")

@@ -170,3 +170,36 @@ def test_it_scales_a_sparkline_to_its_scores_but_never_below_a_fifth() -> None:
     assert flat.points.count(",") == 2  # one score draws a level line across the box
     empty = sparkline([])
     assert empty.count == 0 and empty.points == "" and empty.label == "No trust changes yet"
+
+
+def test_it_pages_the_agents_newest_first(
+    console: FlaskClient, api: Api, personas: Personas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.ui import agents as agents_view
+
+    monkeypatch.setattr(agents_view, "AGENTS_PER_PAGE", 2)
+    ids = [api.register_agent(personas.fleet, name=f"paged {i}")[0] for i in range(5)]
+    newest_first = ids[::-1]
+
+    def shown(body: str) -> list[str]:
+        return re.findall(r'<tr data-agent-id="([^"]+)">', body)
+
+    first = text(console.get("/agents"))
+    assert shown(first) == newest_first[:2]
+    assert "5 agents" in first and "page 1 of 3" in first
+    assert '<span data-stat="agents-online">5</span> online' in first  # the whole fleet
+    assert 'href="/agents?page=2"' in first and "← Newer" not in first
+
+    second = console.get("/agents?page=2", headers=HTMX)
+    body = text(second)
+    assert shown(body) == newest_first[2:4]
+    assert 'hx-get="/agents?page=2"' in body  # the live refresh stays on its page
+    assert 'href="/agents"' in body and 'href="/agents?page=3"' in body
+
+    assert shown(text(console.get("/agents?page=3"))) == newest_first[4:]
+    # Past the end, zero, negative or not a number: the nearest page that exists.
+    assert shown(text(console.get("/agents?page=999"))) == newest_first[4:]
+    for bad in ("0", "-3", "abc", "1e9", ""):
+        response = console.get(f"/agents?page={bad}")
+        assert response.status_code == 200, bad
+        assert shown(text(response)) == newest_first[:2], bad
