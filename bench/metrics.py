@@ -137,8 +137,11 @@ def seed_redis() -> None:
     """Counters and histogram buckets for every capability, through the app's recorder."""
     from app.services import metrics
 
-    class Batch:  # what write_committed reads: a session's info
+    class Batch:  # what write_committed reads: a session's info, outside any savepoint
         info: dict[str, Any]
+
+        def in_nested_transaction(self) -> bool:
+            return False
 
     rng = random.Random(11)
     batch = Batch()
