@@ -109,6 +109,26 @@ def depth_of(document: Any) -> int:
     return deepest
 
 
+class TooDeep(ValueError):
+    """A JSON document that parses but nests deeper than MAX_JSON_DEPTH."""
+
+
+def strict_loads(raw: str | bytes) -> Any:
+    """JSON as the API accepts it, for request bodies and the console's input box alike.
+
+    ValueError when it is not JSON (RFC 8259: NaN, Infinity and numbers beyond a float, such
+    as 1e999, are refused) or too deep for the parser; TooDeep, a ValueError too, when it
+    parses but nests deeper than MAX_JSON_DEPTH.
+    """
+    try:
+        data = json.loads(raw, parse_constant=refuse_constant, parse_float=parse_finite)
+    except RecursionError:
+        raise ValueError(f"nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    if depth_of(data) > MAX_JSON_DEPTH:
+        raise TooDeep(f"nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    return data
+
+
 def refuse_unstorable(document: Any) -> None:
     path = first_unstorable(document)
     if path is not None:
@@ -129,15 +149,15 @@ def read_json_body() -> Any:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw, parse_constant=refuse_constant, parse_float=parse_finite)
-    except (ValueError, RecursionError):
-        raise BadRequestBody("request body is not valid JSON") from None
-    refuse_unstorable(data)
-    if depth_of(data) > MAX_JSON_DEPTH:
+        data = strict_loads(raw)
+    except TooDeep:
         raise InvalidInput(
             f"request body nests deeper than {MAX_JSON_DEPTH} levels",
             [{"field": "body", "message": f"at most {MAX_JSON_DEPTH} levels of nesting"}],
-        )
+        ) from None
+    except ValueError:
+        raise BadRequestBody("request body is not valid JSON") from None
+    refuse_unstorable(data)
     return data
 
 

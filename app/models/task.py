@@ -83,11 +83,12 @@ class Task(db.Model):
         Index("ix_tasks_status_expires", "status", "expires_at"),
         Index("ix_tasks_cancel_requested", "status", "cancel_requested_at"),
         Index("ix_tasks_status_assigned", "status", "assigned_at"),
-        # Console lists at scale (bench/console.py): newest first for one agent or one
-        # capability, and the dead-letter view's FAILED tasks with the columns its filters
-        # test, so its page and its count read the index alone.
+        # Console lists at scale (bench/console.py): newest first for one agent, one
+        # capability or one task type, and the dead-letter view's FAILED tasks with the
+        # columns its filters test, so its page and its count read the index alone.
         Index("ix_tasks_agent_created", "assigned_agent_id", "created_at", "id"),
         Index("ix_tasks_capability_created", "capability_required", "created_at", "id"),
+        Index("ix_tasks_type_created", "task_type", "created_at", "id"),
         Index(
             "ix_tasks_failed",
             "created_at",

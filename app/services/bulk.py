@@ -11,14 +11,17 @@ events) are committed as they go. What was done, skipped (and why) and left is c
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_
 
 from app.extensions import db
+from app.lib.clock import as_utc
 from app.models import Role, Task
 from app.services.errors import InvalidInput
 from app.services.principal import Principal
@@ -27,6 +30,8 @@ from app.services.task_search import TaskFilters, filter_conditions
 MAX_SELECTION = 500
 CHUNK = 500
 NOT_FOUND = "not found"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +53,15 @@ class BulkResult:
             "skipped": self.skipped,
             "remaining": self.remaining,
         }
+
+
+class BulkInterrupted(Exception):
+    """A chunk failed after earlier chunks were committed: ``result`` says what was done
+    (the failed chunk was rolled back); the error that stopped the run is the cause."""
+
+    def __init__(self, result: BulkResult) -> None:
+        super().__init__(f"{result.action} stopped after {len(result.done)} tasks")
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -104,17 +118,30 @@ def run(
     task_ids: Sequence[str] | None = None,
     filters: TaskFilters | None = None,
     limit: int,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
+    as_of: datetime | None = None,
 ) -> BulkResult:
-    """Apply ``rule`` to the chosen ids, or to at most ``limit`` tasks the filter matches."""
+    """Apply ``rule`` to the chosen ids, or to at most ``limit`` tasks the filter matches
+    (only those created at or before ``as_of``, when given: the confirmation's time).
+
+    A chunk that raises is rolled back; if earlier chunks were committed, BulkInterrupted
+    carries what they did, else the error itself is raised."""
     principal.require_role(Role.CLIENT)
     check_target(task_ids, filters)
     result = BulkResult(action=rule.action)
-    if task_ids is not None:
-        run_on_selection(principal, rule, result, list(dict.fromkeys(task_ids)), chunk)
-    else:
-        assert filters is not None
-        run_on_filter(principal, rule, result, filters, limit, chunk)
+    chunk = chunk or CHUNK  # read now, so a test may shrink CHUNK
+    try:
+        if task_ids is not None:
+            run_on_selection(principal, rule, result, list(dict.fromkeys(task_ids)), chunk)
+        else:
+            assert filters is not None
+            run_on_filter(principal, rule, result, filters, limit, chunk, as_of)
+    except Exception as exc:
+        db.session.rollback()
+        if not result.done:
+            raise
+        log.exception("bulk %s stopped after %d tasks", rule.action, len(result.done))
+        raise BulkInterrupted(result) from exc
     return result
 
 
@@ -125,22 +152,28 @@ def run_on_selection(
     scope = filter_conditions(principal, TaskFilters())
     for start in range(0, len(task_ids), chunk):
         ids = task_ids[start : start + chunk]
-        found = {
-            t.id: t
-            for t in db.session.scalars(
-                db.select(Task).where(Task.id.in_(ids), *scope).with_for_update()
-            )
-        }
-        for task_id in ids:
-            task = found.get(task_id)
-            reason = NOT_FOUND if task is None else rule.why_not(task)
-            if reason is not None:
-                result.skipped.append({"task_id": task_id, "reason": reason})
-                continue
-            assert task is not None
-            rule.act(task)
-            result.done.append(task_id)
-        db.session.commit()
+        # Until this chunk commits, what it did is not done: a failure drops it.
+        committed = (len(result.done), len(result.skipped))
+        try:
+            found = {
+                t.id: t
+                for t in db.session.scalars(
+                    db.select(Task).where(Task.id.in_(ids), *scope).with_for_update()
+                )
+            }
+            for task_id in ids:
+                task = found.get(task_id)
+                reason = NOT_FOUND if task is None else rule.why_not(task)
+                if reason is not None:
+                    result.skipped.append({"task_id": task_id, "reason": reason})
+                    continue
+                assert task is not None
+                rule.act(task)
+                result.done.append(task_id)
+            db.session.commit()
+        except Exception:
+            del result.done[committed[0] :], result.skipped[committed[1] :]
+            raise
 
 
 def run_on_filter(
@@ -150,10 +183,14 @@ def run_on_filter(
     filters: TaskFilters,
     limit: int,
     chunk: int,
+    as_of: datetime | None = None,
 ) -> None:
     """Oldest first by keyset, one transaction per chunk; rows another transaction holds
-    are skipped now and counted in ``remaining``."""
+    are skipped now and counted in ``remaining``. With ``as_of``, tasks created after it
+    (after the operator confirmed) are neither acted on nor counted."""
     conditions = [*filter_conditions(principal, filters), *rule.applies()]
+    if as_of is not None:
+        conditions.append(Task.created_at <= as_utc(as_of))
     last: tuple[Any, str] | None = None
     while len(result.done) < limit:
         query = db.select(Task).where(*conditions)
@@ -172,10 +209,15 @@ def run_on_filter(
         if not batch:
             break
         last = (batch[-1].created_at, batch[-1].id)
-        for task in batch:
-            rule.act(task)
-            result.done.append(task.id)
-        db.session.commit()
+        committed = len(result.done)
+        try:
+            for task in batch:
+                rule.act(task)
+                result.done.append(task.id)
+            db.session.commit()
+        except Exception:
+            del result.done[committed:]
+            raise
     result.remaining = count(conditions)
     db.session.rollback()
 

@@ -89,13 +89,17 @@ def dead_letter_action(
     filters: TaskFilters | None = None,
     limit: int = dead_letter.MAX_PER_CALL,
     reason: str | None = None,
+    as_of: datetime | None = None,
 ) -> dead_letter.BulkResult:
-    """Requeue or cancel (discard) FAILED tasks, chosen by id or by filter."""
+    """Requeue or cancel (discard) FAILED tasks, chosen by id or by filter (by filter: only
+    those created at or before ``as_of``, when given)."""
     if action == "requeue":
-        return dead_letter.requeue(principal, task_ids=task_ids, filters=filters, limit=limit)
+        return dead_letter.requeue(
+            principal, task_ids=task_ids, filters=filters, limit=limit, as_of=as_of
+        )
     if action == "cancel":
         return dead_letter.discard(
-            principal, task_ids=task_ids, filters=filters, limit=limit, reason=reason
+            principal, task_ids=task_ids, filters=filters, limit=limit, reason=reason, as_of=as_of
         )
     raise InvalidInput(
         f"action must be one of {', '.join(BULK_ACTIONS)}, got {action!r}",

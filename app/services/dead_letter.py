@@ -86,8 +86,10 @@ def requeue(
     filters: TaskFilters | None = None,
     limit: int = MAX_PER_CALL,
     now: datetime | None = None,
+    as_of: datetime | None = None,
 ) -> BulkResult:
-    """Send FAILED tasks back to the queue with their retries reset."""
+    """Send FAILED tasks back to the queue with their retries reset (by filter: only those
+    created at or before ``as_of``, when given)."""
     now = now or utcnow()
     rule = bulk.Rule(
         action="requeue",
@@ -102,6 +104,7 @@ def requeue(
         filters=None if filters is None else dead_filters(filters),
         limit=limit,
         chunk=CHUNK,
+        as_of=as_of,
     )
 
 
@@ -113,6 +116,7 @@ def discard(
     reason: str | None = None,
     limit: int = MAX_PER_CALL,
     now: datetime | None = None,
+    as_of: datetime | None = None,
 ) -> BulkResult:
     """Give up on FAILED tasks: they end CANCELLED and leave the dead-letter view."""
     now = now or utcnow()
@@ -130,4 +134,5 @@ def discard(
         filters=None if filters is None else dead_filters(filters),
         limit=limit,
         chunk=CHUNK,
+        as_of=as_of,
     )

@@ -129,9 +129,11 @@ def apply(
     reason: str | None = None,
     limit: int = MAX_PER_RUN,
     now: datetime | None = None,
+    as_of: datetime | None = None,
 ) -> bulk.BulkResult:
     """Run ``action`` on the chosen ids, or on at most ``limit`` tasks the filter matches
-    (never more than MAX_PER_RUN), committing every bulk.CHUNK tasks."""
+    (never more than MAX_PER_RUN; with ``as_of``, only those created by then), committing
+    every bulk.CHUNK tasks."""
     now = now or utcnow()
     chosen = rule(principal, action, priority=priority, reason=reason, now=now)
     stopping: list[str] = []
@@ -144,12 +146,18 @@ def apply(
                 stopping.append(task.id)
 
         chosen = replace(chosen, act=cancel_and_note)
-    result = bulk.run(
-        principal,
-        chosen,
-        task_ids=task_ids,
-        filters=filters,
-        limit=max(0, min(limit, MAX_PER_RUN)),
-    )
+    try:
+        result = bulk.run(
+            principal,
+            chosen,
+            task_ids=task_ids,
+            filters=filters,
+            limit=max(0, min(limit, MAX_PER_RUN)),
+            as_of=as_of,
+        )
+    except bulk.BulkInterrupted as exc:
+        done = set(exc.result.done)
+        exc.result.stopping = [t for t in stopping if t in done]
+        raise
     result.stopping = stopping
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Response, flash, redirect, request, url_for
@@ -14,7 +15,9 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, NumberRange, Optional
 
 from app.extensions import db
+from app.lib.clock import as_utc, isoformat, utcnow
 from app.services import console
+from app.services.bulk import BulkInterrupted
 from app.services.dead_letter import MAX_PER_CALL, BulkResult
 from app.services.errors import InvalidInput
 from app.ui import bp
@@ -27,6 +30,9 @@ PAGE_SIZE = 25
 NAMED_SKIPS = 5
 ID_CHARS = 60
 DONE = {"requeue": "Requeued", "cancel": "Cancelled"}
+# How far ahead of this server's clock a confirmation's time may be (another web process).
+AS_OF_SKEW = timedelta(seconds=60)
+STOPPED = "Stopped by an error; the tasks not counted here were not changed. Try again."
 
 
 class BulkForm(FlaskForm):
@@ -36,6 +42,8 @@ class BulkForm(FlaskForm):
     task_ids = SelectMultipleField("Tasks", validate_choice=False)
     # The count the operator saw on the confirm step: a filter run never acts on more.
     confirmed = IntegerField("Confirmed count", validators=[Optional(), NumberRange(min=0)])
+    # When the confirm step counted (ISO 8601): tasks created later are left alone.
+    as_of = StringField("Confirmed at", validators=[Optional(), Length(max=64)])
     reason = StringField("Reason (optional)", filters=[stripped], validators=[Length(max=2000)])
     # A filter run acts on at most this many tasks.
     max_per_call = MAX_PER_CALL
@@ -48,7 +56,25 @@ class BulkForm(FlaskForm):
             return {"task_ids": self.task_ids.data}
         if self.confirmed.data is None:
             raise InvalidInput("Confirm how many tasks the filter matches first.")
-        return {"limit": min(self.confirmed.data, self.max_per_call)}
+        return {"limit": min(self.confirmed.data, self.max_per_call), "as_of": self.confirmed_at()}
+
+    def confirmed_at(self) -> datetime | None:
+        """The confirm step's time, or None from a form without one (then: now)."""
+        if not self.as_of.data:
+            return None
+        try:
+            value = as_utc(datetime.fromisoformat(self.as_of.data))
+        except ValueError:
+            value = None
+        if value is None or value > utcnow() + AS_OF_SKEW:
+            raise InvalidInput("Nothing done. This confirmation is not valid; open it again.")
+        return value
+
+
+def confirmation_time() -> str:
+    """Now, for a confirm step's ``as_of``: read it before counting, so the action never
+    reaches a task the count could not have seen."""
+    return isoformat(utcnow()) or ""
 
 
 def skip_text(reason: str) -> str:
@@ -81,6 +107,11 @@ def notice(result: BulkResult, *, by_filter: bool) -> dict[str, Any]:
     done = len(result.done)
     text = f"{DONE[result.action]} {done} task{'' if done == 1 else 's'}."
     return notice_with_skips(result, text, by_filter=by_filter, kind="failed ")
+
+
+def stopped(message: dict[str, Any]) -> dict[str, Any]:
+    """A bulk notice for a run an error stopped after some chunks were committed."""
+    return {**message, "details": [STOPPED, *message["details"]]}
 
 
 @bp.app_context_processor
@@ -135,6 +166,7 @@ def dead_letter_confirm(action: str) -> BaseResponse:
         "ui/dead_letter/confirm.html",
         "ui/dead_letter/_confirm.html",
         action=action,
+        as_of=confirmation_time(),
         matching=console.count_dead_letters(acting_operator(), form.to_filters()),
         filters=form.query_args(),
         bulk_form=BulkForm(formdata=None),
@@ -158,6 +190,8 @@ def dead_letter_action(action: str) -> BaseResponse:
         )
     except InvalidInput as exc:
         flash(exc.message, "error")
+    except BulkInterrupted as exc:
+        flash(stopped(notice(exc.result, by_filter=form.scope.data == "filter")), "error")
     else:
         category = "success" if result.done else "warning" if result.skipped else "info"
         flash(notice(result, by_filter=form.scope.data == "filter"), category)

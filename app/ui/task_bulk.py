@@ -10,17 +10,25 @@ domain calls (dispatch.submit_task / submit_batch).
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import current_app, flash, redirect, request, url_for
 from flask_login import login_required
 from pydantic import ValidationError as SchemaError
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app.api.endpoint import first_unstorable
+from app.api.endpoint import first_unstorable, strict_loads
 from app.api.errors import validation_details
 from app.api.schemas import TaskSubmit
 from app.models import OperatorRole
@@ -29,7 +37,7 @@ from app.services.errors import InvalidInput, NotPermitted
 from app.ui import bp
 from app.ui.access import requires
 from app.ui.auth import acting_operator
-from app.ui.dead_letter import BulkForm, notice_with_skips
+from app.ui.dead_letter import BulkForm, confirmation_time, notice_with_skips, stopped
 from app.ui.filters import PRIORITIES, TaskFilterForm, describe_errors, stripped
 from app.ui.forms import ServiceForm
 from app.ui.htmx import render_region
@@ -40,6 +48,8 @@ VERBS = {"cancel": "Cancel", "requeue": "Requeue", "priority": "Change the prior
 MAX_BATCH = 100
 # Tasks of a batch linked from the flash message (it lives in the session cookie).
 LINKED_TASKS = 5
+# The submit form's hidden idempotency key (secrets.token_urlsafe(24) is 32 characters).
+SUBMIT_KEY_MAX = 64
 
 
 # ---------------------------------------------------------------------------------------
@@ -85,6 +95,7 @@ def task_bulk_confirm(action: str) -> BaseResponse:
     back = url_for("ui.tasks", **filters.query_args())
     by_filter = request.args.get("scope") == "filter"
     task_ids = list(dict.fromkeys(request.args.getlist("task_ids")))
+    as_of = confirmation_time()
     try:
         priority = new_priority(action, request.args.get("new_priority"))
         if not by_filter and not task_ids:
@@ -114,6 +125,7 @@ def task_bulk_confirm(action: str) -> BaseResponse:
         filters=filters.query_args(),
         bulk_form=TaskBulkForm(formdata=None),
         max_per_run=task_actions.MAX_PER_RUN,
+        as_of=as_of,
     )
 
 
@@ -160,6 +172,9 @@ def task_bulk_action(action: str) -> BaseResponse:
         )
     except InvalidInput as exc:
         flash(exc.message, "error")
+    except bulk.BulkInterrupted as exc:
+        by_filter = form.scope.data == "filter"
+        flash(stopped(bulk_notice(exc.result, priority=priority, by_filter=by_filter)), "error")
     else:
         category = "success" if result.done else "warning" if result.skipped else "info"
         by_filter = form.scope.data == "filter"
@@ -173,17 +188,19 @@ def task_bulk_action(action: str) -> BaseResponse:
 
 
 def parse_input(text: str | None) -> Any:
-    """The input box's JSON; InvalidInput naming the line and column if it is not."""
+    """The input box's JSON, by the API's rules (strict_loads: no NaN, Infinity or 1e999,
+    at most MAX_JSON_DEPTH levels); InvalidInput naming the line and column if it is not."""
     try:
-        return json.loads((text or "").strip() or "{}")
+        return strict_loads((text or "").strip() or "{}")
     except ValueError as exc:
-        raise InvalidInput(
-            f"not valid JSON: {exc}", [{"field": "input_data", "message": f"not valid JSON: {exc}"}]
-        ) from None
-    except RecursionError:
-        raise InvalidInput(
-            "nested too deeply", [{"field": "input_data", "message": "JSON nested too deeply"}]
-        ) from None
+        # A syntax error says where; NaN, 1e999 and nesting say what.
+        message = f"not valid JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise InvalidInput(message, [{"field": "input_data", "message": message}]) from None
+
+
+def serialized_size(document: Any) -> int:
+    """Bytes of ``document`` as compact JSON, as an API client would send it."""
+    return len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 class NewTaskForm(ServiceForm):
@@ -222,6 +239,9 @@ class NewTaskForm(ServiceForm):
         "Expires after (s)", validators=[Optional(), NumberRange(min=1, max=30 * 86400)]
     )
     retry_on_timeout = BooleanField("Retry a timed-out task")
+    # Rendered fresh with each empty form and sent back as the submit's idempotency key:
+    # the same form posted twice (a double click, a retry) creates its tasks once.
+    submit_key = HiddenField(validators=[Optional(), Length(max=SUBMIT_KEY_MAX)])
 
     def items(self) -> list[dict[str, Any]]:
         """The tasks the form asks for, each checked by the API's schema, or InvalidInput
@@ -252,6 +272,16 @@ class NewTaskForm(ServiceForm):
                 "input must be a JSON object, or an array of objects for a batch",
                 [{"field": "input_data", "message": "a JSON object {...}, or an array of them"}],
             )
+        # No more input per submit than the API takes in one request body.
+        total = serialized_size(parsed) * (1 if isinstance(parsed, list) else copies)
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        if limit is not None and total > limit:
+            message = (
+                f"{total:,} bytes of input in all (as JSON, times copies); "
+                f"at most {limit:,} per submit"
+            )
+            where = "copies" if copies > 1 else "input_data"
+            raise InvalidInput(message, [{"field": where, "message": message}])
         base = {
             "client_id": self.client_id.data,
             "task_type": self.task_type.data,
@@ -291,7 +321,14 @@ def new_task_page(form: NewTaskForm, status: int = 200) -> BaseResponse:
 @login_required
 @requires(OperatorRole.OPERATOR)
 def new_task_form() -> BaseResponse:
-    return new_task_page(NewTaskForm(formdata=None))
+    form = NewTaskForm(formdata=None)
+    form.submit_key.data = secrets.token_urlsafe(24)
+    return new_task_page(form)
+
+
+def key_reused(exc: InvalidInput) -> bool:
+    """Whether dispatch refused the form's key as used before with other values."""
+    return any(d.get("field") == "Idempotency-Key" for d in exc.details or [])
 
 
 @bp.post("/tasks/new")
@@ -300,21 +337,36 @@ def new_task_form() -> BaseResponse:
 def new_task() -> BaseResponse:
     form = NewTaskForm()
     if form.validate():
+        # No key (a form from before keys, or a script): submitted without one.
+        key = form.submit_key.data or None
         try:
             items = form.items()
             principal = acting_operator()
             if len(items) == 1:
-                task, _ = dispatch.submit_task(principal, items[0])
-                flash(f"Task {task.id} submitted: it is {task.status}.", "success")
+                task, created = dispatch.submit_task(principal, items[0], idempotency_key=key)
+                said = "submitted" if created else "was already submitted"
+                flash(f"Task {task.id} {said}: it is {task.status}.", "success")
                 return redirect(url_for("ui.task_detail", task_id=task.id))
-            outcome = dispatch.submit_batch(principal, items, atomic=True)
-        except (InvalidInput, NotPermitted) as exc:
+            outcome = dispatch.submit_batch(principal, items, atomic=True, idempotency_key=key)
+        except InvalidInput as exc:
+            if key_reused(exc):
+                # This form was posted before with other values (edited after going back):
+                # a fresh key lets the next submit create the tasks it now asks for.
+                form.general_errors.append(
+                    "This form was already submitted with other values. "
+                    "Submit again to create these tasks too."
+                )
+                form.submit_key.data = secrets.token_urlsafe(24)
+            else:
+                form.take_errors(exc)
+        except NotPermitted as exc:
             form.take_errors(exc)
         else:
             ids = [task.id for _, task in outcome.submitted]
+            said = "Already submitted" if outcome.replayed else "Submitted"
             flash(
                 {
-                    "text": f"Submitted {len(ids)} tasks.",
+                    "text": f"{said} {len(ids)} tasks.",
                     "links": [
                         (url_for("ui.task_detail", task_id=i), i) for i in ids[:LINKED_TASKS]
                     ],

@@ -23,7 +23,7 @@ SCHEDULE_RUN = sa.text("created_by LIKE 'schedule:%'")
 
 def upgrade():
     with op.batch_alter_table("tasks", schema=None) as batch_op:
-        # Newest first for one agent (agent filter, agent page) or one capability.
+        # Newest first for one agent (agent filter, agent page), one capability or one type.
         batch_op.create_index(
             "ix_tasks_agent_created", ["assigned_agent_id", "created_at", "id"], unique=False
         )
@@ -31,6 +31,9 @@ def upgrade():
             "ix_tasks_capability_created",
             ["capability_required", "created_at", "id"],
             unique=False,
+        )
+        batch_op.create_index(
+            "ix_tasks_type_created", ["task_type", "created_at", "id"], unique=False
         )
         # The tasks list's other keyset orders (highest priority first, which also serves
         # the priority filter, and claim order), declared with the sort in models/task.py.
@@ -81,5 +84,6 @@ def downgrade():
         batch_op.drop_index("ix_tasks_schedule_runs")
         batch_op.drop_index("ix_tasks_queue")
         batch_op.drop_index("ix_tasks_priority_created")
+        batch_op.drop_index("ix_tasks_type_created")
         batch_op.drop_index("ix_tasks_capability_created")
         batch_op.drop_index("ix_tasks_agent_created")

@@ -357,3 +357,47 @@ def test_it_sends_a_confirm_request_with_bad_filters_back_to_the_list(
     assert response.status_code == 302
     assert response.headers["Location"] == "/dead-letter?priority=99"
     assert console.get(response.headers["Location"]).status_code == 422
+
+
+def test_a_filter_action_leaves_tasks_that_failed_after_the_confirmation_alone(
+    console: FlaskClient, api: Api, personas: Personas
+) -> None:
+    agent = api.register_agent(personas.fleet, slots=3)
+    first, second = fail_tasks(api, personas.client, agent, 2)
+    confirm = text(console.get("/dead-letter/confirm/cancel?client=client-1"))
+    assert 'name="confirmed" value="2"' in confirm
+    as_of = re.search(r'name="as_of" value="([^"]+)"', confirm)
+    assert as_of is not None
+    # One of them leaves the list another way; a newer one fails.
+    picked = {"csrf_token": form_token(console), "scope": "selection", "task_ids": [first]}
+    console.post("/dead-letter/cancel", data=picked)
+    assert status_of(api, personas, first) == "CANCELLED"
+    (third,) = fail_tasks(api, personas.client, agent, 1)
+
+    response = console.post(
+        "/dead-letter/cancel",
+        data={
+            "csrf_token": form_token(console),
+            "scope": "filter",
+            "confirmed": "2",
+            "as_of": as_of[1],
+            "client": "client-1",
+        },
+        follow_redirects=True,
+    )
+    said = notice(response)
+    assert "Cancelled 1 task." in said and "more failed" not in said
+    assert status_of(api, personas, second) == "CANCELLED"
+    assert status_of(api, personas, third) == "FAILED"
+    bad = console.post(
+        "/dead-letter/requeue",
+        data={
+            "csrf_token": form_token(console),
+            "scope": "filter",
+            "confirmed": "1",
+            "as_of": "2999-01-01T00:00:00+00:00",
+        },
+        follow_redirects=True,
+    )
+    assert "This confirmation is not valid; open it again." in notice(bad)
+    assert status_of(api, personas, third) == "FAILED"

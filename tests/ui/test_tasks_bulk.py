@@ -327,3 +327,72 @@ def test_every_bulk_post_is_audited_with_its_action(
         assert all(r.actor == "operator:operator@example.com" for r in rows)
         assert rows[0].target_id == task_id
         db.session.remove()
+
+
+def test_a_filter_run_leaves_tasks_created_after_the_confirmation_alone(
+    console: FlaskClient, app: Flask, api: Api, personas: Personas
+) -> None:
+    first, second = (api.submit(personas.client, capability_required="cap-a") for _ in range(2))
+    confirm = text(console.get("/tasks/bulk/cancel?scope=filter&capability=cap-a"))
+    assert 'name="confirmed" value="2"' in confirm
+    as_of = re.search(r'name="as_of" value="([^"]+)"', confirm)
+    assert as_of is not None
+    cancelled = api.post(f"/ains/tasks/{first['task_id']}/cancel", personas.client, json={})
+    assert cancelled.status_code in (200, 202)
+    third = api.submit(personas.client, capability_required="cap-a")["task_id"]
+
+    response = act(
+        console, "cancel", scope="filter", confirmed="2", as_of=as_of[1], capability="cap-a"
+    )
+    assert "Cancelled 1 task." in notice(response)
+    assert "more task" not in notice(response)  # the newer task is not counted as left
+    assert task(app, second["task_id"]).status == "CANCELLED"
+    assert task(app, third).status == "PENDING"
+
+
+def test_a_filter_run_refuses_a_forged_or_future_confirmation_time(
+    console: FlaskClient, app: Flask, api: Api, personas: Personas
+) -> None:
+    task_id = api.submit(personas.client, capability_required="cap-a")["task_id"]
+    for as_of in ("yesterday", "2999-01-01T00:00:00+00:00", "<script>", "2026-13-45T00:00"):
+        response = act(
+            console, "cancel", scope="filter", confirmed="1", as_of=as_of, capability="cap-a"
+        )
+        assert "This confirmation is not valid; open it again." in notice(response), as_of
+    too_long = act(
+        console, "cancel", scope="filter", confirmed="1", as_of="2" * 65, capability="cap-a"
+    )
+    assert "Nothing done." in notice(too_long)
+    # Long ago: nothing was created by then, so nothing changes.
+    old = act(
+        console,
+        "cancel",
+        scope="filter",
+        confirmed="1",
+        as_of="2000-01-01T00:00:00",
+        capability="cap-a",
+    )
+    assert "Cancelled 0 tasks." in notice(old)
+    assert task(app, task_id).status == "PENDING"
+
+
+def test_a_run_stopped_by_an_error_says_what_was_done(
+    console: FlaskClient, app: Flask, api: Api, personas: Personas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [api.submit(personas.client, capability_required="cap-b")["task_id"] for _ in range(4)]
+    monkeypatch.setattr(bulk, "CHUNK", 2)
+    real, calls = task_actions.cancel_locked, []
+
+    def fails_fourth(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("database went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task_actions, "cancel_locked", fails_fourth)
+    response = act(console, "cancel", scope="filter", confirmed="4", capability="cap-b")
+    said = notice(response)
+    assert "Cancelled 2 tasks." in said
+    assert "Stopped by an error; the tasks not counted here were not changed." in said
+    # The failed chunk was rolled back whole, including the task it had already changed.
+    assert [task(app, i).status for i in ids] == ["CANCELLED", "CANCELLED", "PENDING", "PENDING"]

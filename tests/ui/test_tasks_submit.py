@@ -180,3 +180,84 @@ def test_viewers_cannot_open_or_post_the_form(app: Flask) -> None:
 def test_it_refuses_a_post_without_the_csrf_token(console: FlaskClient, app: Flask) -> None:
     assert console.post("/tasks/new", data=FIELDS).status_code == 400
     assert all_tasks(app) == []
+
+
+def submit_key(console: FlaskClient) -> str:
+    """The hidden idempotency key of a freshly opened form."""
+    page = text(console.get("/tasks/new"))
+    match = re.search(r'id="submit_key" name="submit_key" type="hidden" value="([^"]+)"', page)
+    assert match, "no submit key in the form"
+    return match.group(1)
+
+
+def test_json_the_api_refuses_is_refused_at_the_input(console: FlaskClient, app: Flask) -> None:
+    deep = '{"a":' * 70 + "1" + "}" * 70
+    for value, message in [
+        ('{"x": NaN}', "NaN is not valid JSON"),
+        ('{"x": Infinity}', "Infinity is not valid JSON"),
+        ('{"x": -Infinity}', "-Infinity is not valid JSON"),
+        ('{"x": 1e999}', "1e999 is out of range"),
+        ('[{"x": [1, 2e400]}]', "2e400 is out of range"),
+        (deep, "nested too deeply (at most 64 levels)"),
+    ]:
+        response = post(console, input_data=value)
+        assert response.status_code == 422, value
+        assert field_error(text(response), "input_data") == message, value
+    assert all_tasks(app) == []
+    # The limit itself is allowed, as in the API; a large finite float is fine.
+    response = post(console, input_data='{"a":' * 63 + '{"big": 1e308}' + "}" * 63)
+    assert response.status_code == 302
+    [task] = all_tasks(app)
+    assert task.input_data["a"]["a"] is not None
+
+
+def test_a_replayed_post_creates_nothing_new(console: FlaskClient, app: Flask) -> None:
+    key = submit_key(console)
+    assert key != submit_key(console)  # each opened form has its own
+    first = post(console, input_data='{"n": 1}', copies="3", submit_key=key)
+    assert first.status_code == 302
+    created = sorted(t.id for t in all_tasks(app))
+    assert len(created) == 3
+    again = post(console, input_data='{"n": 1}', copies="3", submit_key=key)
+    assert again.status_code == 302 and again.location == first.location
+    assert sorted(t.id for t in all_tasks(app)) == created
+    page = text(console.get(again.location))
+    assert "Already submitted 3 tasks." in page
+    # One task: the replay opens the same task.
+    one_key = submit_key(console)
+    first = post(console, input_data='{"n": 2}', submit_key=one_key)
+    again = post(console, input_data='{"n": 2}', submit_key=one_key)
+    assert again.status_code == 302 and again.location == first.location
+    assert "was already submitted" in text(console.get(again.location))
+    assert len(all_tasks(app)) == 4
+    # The same form edited (after going back) and sent again: refused, with a fresh key
+    # that then submits the new values once.
+    response = post(console, input_data='{"n": 3}', submit_key=one_key)
+    assert response.status_code == 422
+    body = text(response)
+    assert "already submitted with other values" in body
+    assert len(all_tasks(app)) == 4
+    fresh = re.search(r'name="submit_key" type="hidden" value="([^"]+)"', body)
+    assert fresh and fresh.group(1) != one_key
+    assert post(console, input_data='{"n": 3}', submit_key=fresh.group(1)).status_code == 302
+    assert post(console, input_data='{"n": 3}', submit_key=fresh.group(1)).status_code == 302
+    assert len(all_tasks(app)) == 5
+    # A tampered key is an error, not a query.
+    response = post(console, submit_key="k" * 65)
+    assert response.status_code == 422 and "This form is damaged" in text(response)
+    assert len(all_tasks(app)) == 5
+
+
+def test_copies_cannot_multiply_the_input_past_the_body_limit(
+    console: FlaskClient, app: Flask
+) -> None:
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    value = json.dumps({"blob": "a" * (limit // 3)}, separators=(",", ":"))
+    response = post(console, input_data=value, copies="4")
+    assert response.status_code == 422
+    message = field_error(text(response), "copies")
+    assert f"at most {limit:,} per submit" in message
+    assert all_tasks(app) == []
+    # Under the limit it submits.
+    assert post(console, input_data=value, copies="2").status_code == 302
+    assert len(all_tasks(app)) == 2
