@@ -1,6 +1,12 @@
 """AINS SDK: clients for agents and task submitters, and a sample agent CLI."""
 
-from agent_client.agents import AgentClient, ClaimResult, HeartbeatResult
+from agent_client.agents import (
+    AgentClient,
+    ClaimResult,
+    CompletionItem,
+    CompletionOutcome,
+    HeartbeatResult,
+)
 from agent_client.http import (
     ApiError,
     CancelRequestedError,
@@ -18,6 +24,8 @@ __all__ = [
     "ApiError",
     "CancelRequestedError",
     "ClaimResult",
+    "CompletionItem",
+    "CompletionOutcome",
     "ConflictError",
     "HeartbeatResult",
     "HttpSession",

@@ -42,6 +42,32 @@ class ClaimResult(TypedDict):
     stop_task_ids: list[str]
 
 
+class CompletionItem(TypedDict, total=False):
+    """One result for `complete_many`: the task, its result and the claim's attempt."""
+
+    task_id: str
+    result: dict[str, Any]
+    attempt: int
+
+
+class CompletionOutcome(TypedDict, total=False):
+    """What became of one result of `complete_many`.
+
+    `ok` true: the task is now `status` (COMPLETED). Otherwise `error` says why the result
+    was not applied: `{"code", "message"}`, the code one a single `complete` would raise
+    (`stale_attempt`, `cancel_requested`, `conflict`, `not_found`, or `validation_error`
+    for a task named twice in one batch).
+    """
+
+    task_id: str
+    ok: bool
+    status: str
+    error: dict[str, str]
+
+
+MAX_BATCH_RESULTS = 100
+
+
 class AgentClient:
     """Acts as an agent: registers it, then heartbeats, claims and reports with its key."""
 
@@ -179,6 +205,24 @@ class AgentClient:
             body["attempt"] = attempt
         # Reports are fenced by the attempt: a repeat of one already applied gets a 409.
         return self.session.post(f"/ains/tasks/{task_id}/complete", body, idempotent=True)
+
+    def complete_many(
+        self, agent_id: str, results: Sequence[CompletionItem]
+    ) -> list[CompletionOutcome]:
+        """Report up to 100 finished tasks of one agent in one request.
+
+        Each item is `{"task_id", "result", "attempt"}` (pass the claimed task's attempt).
+        Every item is applied or refused on its own, as `complete` would be, and the
+        outcomes come back in the same order: check `ok` rather than catching errors. A
+        repeat after a lost answer is harmless (its items are then refused as finished).
+        """
+        if not 1 <= len(results) <= MAX_BATCH_RESULTS:
+            raise ValueError(
+                f"complete_many takes 1 to {MAX_BATCH_RESULTS} results, got {len(results)}"
+            )
+        body = {"results": [dict(item) for item in results]}
+        answer = self.session.post(f"/ains/agents/{agent_id}/tasks/complete", body, idempotent=True)
+        return answer["results"]
 
     def fail(
         self,

@@ -9,7 +9,8 @@ from flask import Flask
 from app.config import BASE_DIR, INSTANCE_DIR, Config
 from app.extensions import csrf, db, login_manager, migrate, redis_client
 from app.lib import logs, security_headers
-from app.services import routing
+from app.services import auth, routing
+from app.services.retention import retention_settings
 from app.services.settings import settings
 from app.services.wakeups import wakeups
 from app.services.webhooks import webhook_settings
@@ -94,10 +95,12 @@ def create_app(config_class: type = Config) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     settings.configure(app.config)
+    auth.key_cache.configure(app.config["AUTH_KEY_CACHE_SECONDS"])
     seed = app.config["ROUTING_RANDOM_SEED"]
     routing.configure_rng(seed if seed >= 0 else None)
     wakeups.configure(redis_client(app.config["REDIS_URL"]))
     webhook_settings.configure(app.config, webhook_dispatcher(app), webhook_jobs_waiting(app))
+    retention_settings.configure(app.config)
 
     from app import (
         auditing,

@@ -33,7 +33,14 @@ log = logging.getLogger(__name__)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_PREFIXES = ("/ains/", "/aitp/")
 AGENT_WORK = frozenset(
-    {"api.heartbeat", "api.claim", "api.report_progress", "api.complete_task", "api.fail_task"}
+    {
+        "api.heartbeat",
+        "api.claim",
+        "api.report_progress",
+        "api.complete_task",
+        "api.complete_batch",
+        "api.fail_task",
+    }
 )
 # Refusals of the work loop that are about the caller, not the work: attacks show up.
 AGENT_WORK_REFUSALS = frozenset({401, 403, 404})
@@ -46,6 +53,7 @@ ACTIONS = {
     "api.submit_from_template": "task.submit_from_template",
     "api.claim": "task.claim",
     "api.report_progress": "task.progress",
+    "api.complete_batch": "task.complete_batch",
     "api.update_priority": "task.update_priority",
     "api.requeue_dead_letter": "task.requeue",
     "api.cancel_dead_letter": "task.discard",

@@ -38,6 +38,20 @@ def env_int(
     return value
 
 
+def env_days(name: str, default: float) -> float:
+    """Read a number of days (a fraction allowed, as 0.01 for a soak test); 0 or more."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of days, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails the comparison
+        raise ConfigError(f"{name} must be a finite number of days >= 0, got {raw!r}")
+    return value
+
+
 def env_bool(name: str, default: bool) -> bool:
     """Read a boolean variable (1/0, true/false, yes/no, on/off)."""
     raw = os.environ.get(name)
@@ -218,6 +232,13 @@ class Config:
     WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 65536, minimum=1024)
     # Delivered and failed deliveries are kept this long, then pruned with their events.
     WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30, minimum=1)
+    # Finished tasks (COMPLETED, CANCELLED, EXPIRED) whose end is older than this are
+    # deleted with their events, attempts, edges, trust records and schedule runs by the
+    # maintenance sweep, a batch per pass (services/retention); FAILED ones (the dead
+    # letter) after FAILED_TASK_RETENTION_DAYS, which defaults to the same. 0: keep forever.
+    # A fraction is allowed (0.01 = 14.4 minutes, for soak tests).
+    TASK_RETENTION_DAYS = env_days("TASK_RETENTION_DAYS", 30)
+    FAILED_TASK_RETENTION_DAYS = env_days("FAILED_TASK_RETENTION_DAYS", TASK_RETENTION_DAYS)
     # Audit rows older than this are pruned by the maintenance sweep.
     AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 365, minimum=1)
     # The agent work loop (heartbeat, claim, progress, complete, fail) is already in the
@@ -266,6 +287,10 @@ class Config:
     # process for this long, so a flood of scrapes (the endpoint is open) costs at most one
     # set of queries per second per process. 0: computed on every scrape.
     METRICS_CACHE_SECONDS = env_int("METRICS_CACHE_SECONDS", 1, minimum=0, maximum=60)
+    # API keys a process authenticated are reused for this long without a database read
+    # (app.services.auth.KeyCache): a revocation or rotation made by another process takes
+    # effect within it (at once in the process that made it). 0: read the key every call.
+    AUTH_KEY_CACHE_SECONDS = env_int("AUTH_KEY_CACHE_SECONDS", 5, minimum=0, maximum=60)
 
 
 class TestConfig(Config):
@@ -281,3 +306,6 @@ class TestConfig(Config):
     WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", True)
     WTF_CSRF_ENABLED = True
     METRICS_CACHE_SECONDS = 0
+    # Tests revoke keys from other processes (the CLI) and expect it at once; the cache's
+    # own tests turn it on.
+    AUTH_KEY_CACHE_SECONDS = env_int("AUTH_KEY_CACHE_SECONDS", 0, minimum=0, maximum=60)

@@ -1,4 +1,4 @@
-"""Agents: register, capabilities, heartbeat, claim."""
+"""Agents: register, capabilities, heartbeat, claim, batch completion."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from app.api.schemas import (
     CapabilityOut,
     ClaimOut,
     ClaimRequest,
+    CompleteBatch,
+    CompleteBatchOut,
     Heartbeat,
     HeartbeatAck,
     LeaderboardOut,
@@ -28,7 +30,7 @@ from app.api.schemas import (
     TrustQuery,
 )
 from app.services import agents as agent_service
-from app.services import dispatch, trust
+from app.services import dispatch, reports, trust
 from app.services.principal import Principal, visible_agent
 
 TAG = "Agents"
@@ -128,6 +130,36 @@ def heartbeat(principal: Principal, agent_id: str, body: Heartbeat) -> dict[str,
 def claim(principal: Principal, agent_id: str, body: ClaimRequest) -> dict[str, Any]:
     tasks = dispatch.claim_tasks_waiting(principal, agent_id, body.max_tasks, body.wait_seconds)
     return {"tasks": [t.to_dict() for t in tasks], **dispatch.claim_notices(agent_id)}
+
+
+@endpoint(
+    bp,
+    "/ains/agents/<agent_id>/tasks/complete",
+    "POST",
+    summary="Report the results of several tasks at once (each applied or refused alone)",
+    tag=TAG,
+    body=CompleteBatch,
+    responses={200: CompleteBatchOut},
+    roles=("agent",),
+)
+def complete_batch(principal: Principal, agent_id: str, body: CompleteBatch) -> dict[str, Any]:
+    items = [
+        {"task_id": item.task_id, "result": item.result, "attempt": item.attempt}
+        for item in body.results
+    ]
+    outcomes = reports.complete_tasks(principal, agent_id, items)
+    return {
+        "results": [
+            {"task_id": o.task_id, "ok": True, "status": o.status}
+            if o.error is None
+            else {
+                "task_id": o.task_id,
+                "ok": False,
+                "error": {"code": o.error.code, "message": o.error.message},
+            }
+            for o in outcomes
+        ]
+    }
 
 
 @endpoint(

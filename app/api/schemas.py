@@ -1160,3 +1160,41 @@ class WebhookDeliveryPageOut(Out):
     deliveries: list[WebhookDeliveryOut] = Field(description="newest first")
     next_cursor: str | None
     limit: int
+
+
+# Batch completion (POST /ains/agents/{id}/tasks/complete).
+
+
+class CompleteItem(Body):
+    task_id: str = Field(min_length=1, max_length=40)
+    result: dict[str, Any] = Field(default_factory=dict, description="the task's result_data")
+    attempt: int | None = Field(
+        None, ge=1, description="the attempt the claim gave: a report from an older one fails"
+    )
+
+
+class CompleteBatch(Body):
+    results: list[CompleteItem] = Field(
+        min_length=1,
+        max_length=100,
+        description="each is applied or refused on its own; a task named twice fails the "
+        "second time",
+    )
+
+
+class ItemErrorOut(Out):
+    code: str = Field(
+        description="not_found, stale_attempt, conflict, cancel_requested, validation_error"
+    )
+    message: str
+
+
+class CompleteItemOut(Out):
+    task_id: str
+    ok: bool
+    status: str | None = Field(None, description="COMPLETED when ok")
+    error: ItemErrorOut | None = Field(None, description="why the result was not applied")
+
+
+class CompleteBatchOut(Out):
+    results: list[CompleteItemOut] = Field(description="in request order")

@@ -61,7 +61,9 @@ SUBMIT_ENDPOINTS = frozenset(
     }
 )
 # An agent's work loop.
-AGENT_ENDPOINTS = frozenset({"claim", "heartbeat", "report_progress", "complete_task", "fail_task"})
+AGENT_ENDPOINTS = frozenset(
+    {"claim", "heartbeat", "report_progress", "complete_task", "complete_batch", "fail_task"}
+)
 # Probes and documentation: a load balancer or a scraper must never be refused.
 UNLIMITED_ENDPOINTS = frozenset({"health", "health_ready", "openapi_json", "docs"})
 

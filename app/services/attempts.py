@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import tuple_, update
 
 from app.extensions import db
 from app.lib.clock import isoformat
@@ -73,13 +73,23 @@ def close_attempt(
     task: Task, outcome: str, *, actor: str, now: datetime, error: str | None = None
 ) -> None:
     """End the task's current attempt row (if it is still open)."""
+    close_attempts([task], outcome, actor=actor, now=now, error=error)
+
+
+def close_attempts(
+    tasks: Sequence[Task], outcome: str, *, actor: str, now: datetime, error: str | None = None
+) -> None:
+    """End the current attempt rows of these tasks (those still open) in one UPDATE."""
+    if not tasks:
+        return
+    if len(tasks) == 1:
+        current = (TaskAttempt.task_id == tasks[0].id) & (TaskAttempt.number == tasks[0].attempt)
+    else:
+        pairs = [(task.id, task.attempt) for task in tasks]
+        current = tuple_(TaskAttempt.task_id, TaskAttempt.number).in_(pairs)
     db.session.execute(
         update(TaskAttempt)
-        .where(
-            TaskAttempt.task_id == task.id,
-            TaskAttempt.number == task.attempt,
-            TaskAttempt.outcome == AttemptOutcome.RUNNING,
-        )
+        .where(current, TaskAttempt.outcome == AttemptOutcome.RUNNING)
         .values(outcome=outcome, ended_at=now, error=error, ended_by=actor)
     )
 
@@ -88,19 +98,47 @@ def release_slot(
     agent_id: str, *, completed: bool, failed: bool, run_seconds: float | None, now: datetime
 ) -> None:
     """Free the agent's slot and keep its outcome counters in step, in one UPDATE."""
-    values: dict[str, Any] = {"active_tasks": Agent.active_tasks - 1, "updated_at": now}
+    release_slots(
+        agent_id,
+        1,
+        run_seconds=[run_seconds] if completed else [],
+        failed=1 if failed else 0,
+        now=now,
+    )
+
+
+def release_slots(
+    agent_id: str,
+    slots: int,
+    *,
+    now: datetime,
+    run_seconds: Sequence[float | None] = (),
+    failed: int = 0,
+    trust_score: float | None = None,
+) -> None:
+    """Free ``slots`` of the agent's slots and keep its counters in step, in one UPDATE.
+
+    ``run_seconds`` has one entry per completed attempt among them (None: not timed),
+    ``failed`` counts the failed ones; ``trust_score`` is written too when given (the
+    caller computed it under the row lock, see trust.on_attempts_completed).
+    """
+    values: dict[str, Any] = {"active_tasks": Agent.active_tasks - slots, "updated_at": now}
+    completed = len(run_seconds)
     if completed:
-        values["total_tasks_completed"] = Agent.total_tasks_completed + 1
+        values["total_tasks_completed"] = Agent.total_tasks_completed + completed
         values["last_task_completed_at"] = now
-        if run_seconds is not None:
+        timed = [r for r in run_seconds if r is not None]
+        if timed:
             # Running mean over completed tasks, computed in SQL so concurrent reports add up.
             values["avg_completion_time_seconds"] = (
                 db.func.coalesce(Agent.avg_completion_time_seconds, 0.0)
                 * Agent.total_tasks_completed
-                + run_seconds
-            ) / (Agent.total_tasks_completed + 1)
+                + sum(timed)
+            ) / (Agent.total_tasks_completed + completed)
     if failed:
-        values["total_tasks_failed"] = Agent.total_tasks_failed + 1
+        values["total_tasks_failed"] = Agent.total_tasks_failed + failed
+    if trust_score is not None:
+        values["trust_score"] = trust_score
     db.session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
 
 
@@ -116,23 +154,51 @@ def record_completion(
     task: Task, result_data: dict[str, Any], *, actor: str, now: datetime
 ) -> None:
     """An ACTIVE task's attempt succeeded."""
-    agent_id = stop_running(task)
-    task.result_data = result_data
-    task.completed_at = now
-    task.progress = 100
-    run_seconds = (now - task.claimed_at).total_seconds() if task.claimed_at else None
-    close_attempt(task, AttemptOutcome.COMPLETED, actor=actor, now=now)
-    task.transition(
-        TaskStatus.COMPLETED,
-        actor=actor,
-        now=now,
-        reason="completed",
-        data={"attempt": task.attempt, "run_seconds": run_seconds},
-    )
-    if agent_id is not None:
-        release_slot(agent_id, completed=True, failed=False, run_seconds=run_seconds, now=now)
-        # After the UPDATE above, which holds the agent row lock trust needs.
-        trust.on_attempt_completed(task, agent_id, actor=actor, now=now)
+    record_completions([(task, result_data)], actor=actor, now=now)
+
+
+def record_completions(
+    done: Sequence[tuple[Task, dict[str, Any]]], *, actor: str, now: datetime
+) -> None:
+    """ACTIVE tasks' attempts succeeded, each with its result: what record_completion does
+    for one, in a constant number of statements for many.
+
+    The attempt rows close in one UPDATE; per agent (in id order), its trust row is locked
+    and read once (trust.on_attempts_completed) and one UPDATE frees its slots and writes
+    its counters and score. The task rows, events and trust records are flushed together.
+    """
+    if not done:
+        return
+    # Before any task attribute changes: the UPDATE's autoflush then has nothing to write,
+    # and the task rows go out in one flush below.
+    close_attempts([task for task, _ in done], AttemptOutcome.COMPLETED, actor=actor, now=now)
+    by_agent: dict[str, list[tuple[Task, float | None]]] = {}
+    for task, result_data in done:
+        agent_id = stop_running(task)
+        task.result_data = result_data
+        task.completed_at = now
+        task.progress = 100
+        run_seconds = (now - task.claimed_at).total_seconds() if task.claimed_at else None
+        task.transition(
+            TaskStatus.COMPLETED,
+            actor=actor,
+            now=now,
+            reason="completed",
+            data={"attempt": task.attempt, "run_seconds": run_seconds},
+        )
+        if agent_id is not None:
+            by_agent.setdefault(agent_id, []).append((task, run_seconds))
+    for agent_id, finished in sorted(by_agent.items()):
+        score = trust.on_attempts_completed(
+            [task for task, _ in finished], agent_id, actor=actor, now=now
+        )
+        release_slots(
+            agent_id,
+            len(finished),
+            run_seconds=[run for _, run in finished],
+            trust_score=score,
+            now=now,
+        )
 
 
 def record_failure(
@@ -150,9 +216,10 @@ def record_failure(
 
     ``retry_after_seconds`` (an agent's hint) replaces the policy's delay.
     """
+    # The attempt row first: its UPDATE's autoflush finds the task unchanged yet.
+    close_attempt(task, outcome, actor=actor, now=now, error=error_message)
     agent_id = stop_running(task)
     task.error_message = error_message
-    close_attempt(task, outcome, actor=actor, now=now, error=error_message)
     # Before release_slot: a poison task locks all the agents it failed on, in id order.
     poison = trust.on_attempt_failed(task, agent_id, outcome, error_message, actor=actor, now=now)
     event_data = {"attempt": task.attempt, "agent_id": agent_id, "outcome": outcome, **(data or {})}
@@ -224,8 +291,8 @@ def record_cancellation(task: Task, *, actor: str, now: datetime, reason: str) -
     """End a task CANCELLED; a running attempt is closed and its slot freed."""
     agent_id = None
     if task.status == TaskStatus.ACTIVE:
-        agent_id = stop_running(task)
         close_attempt(task, AttemptOutcome.CANCELLED, actor=actor, now=now, error=reason)
+        agent_id = stop_running(task)
     task.completed_at = now
     task.cancelled_at = now
     task.next_retry_at = None

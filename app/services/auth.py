@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -160,15 +162,85 @@ def create_api_key(
     return key, raw
 
 
+@dataclass(frozen=True)
+class CachedKey:
+    """What authenticating a secret found, kept for KeyCache.ttl seconds."""
+
+    principal: Principal
+    expires_at: datetime | None  # the key's, or the grace end for a rotated-out secret
+    last_used_at: datetime
+    cached_at: float  # time.monotonic()
+
+
+class KeyCache:
+    """Secrets this process authenticated recently (SHA-256 of the secret → principal).
+
+    A hit skips the key's database read. Bounds: a revocation or rotation made in this
+    process clears the cache at once; one made in another process (another gunicorn worker,
+    the CLI) takes effect here within ``ttl`` seconds (AUTH_KEY_CACHE_SECONDS). Expiry and
+    the end of a rotation grace period are checked on every hit, exactly; last_used_at keeps
+    its LAST_USED_RESOLUTION (a hit older than that reads the key again and writes it).
+    Only usable secrets are cached; a wrong or unknown secret always reads the database.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self.ttl = 0.0
+        self._entries: dict[str, CachedKey] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, ttl_seconds: float) -> None:
+        self.ttl = float(ttl_seconds)
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, digest: str, now: datetime) -> Principal | None:
+        """The principal of a cached secret still usable at ``now``, else None."""
+        if self.ttl <= 0:
+            return None
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if (
+            time.monotonic() - entry.cached_at >= self.ttl
+            or (entry.expires_at is not None and entry.expires_at <= now)
+            or now - entry.last_used_at > LAST_USED_RESOLUTION
+        ):
+            with self._lock:
+                self._entries.pop(digest, None)
+            return None
+        return entry.principal
+
+    def put(self, digest: str, entry: CachedKey) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[digest] = entry
+
+
+key_cache = KeyCache()
+
+
 def authenticate_key(raw: str | None, now: datetime | None = None) -> Principal:
     """Resolve a bearer key to a Principal, or raise NotAuthenticated.
 
     A key's current secret works until the key expires or is revoked; the secret a rotation
-    replaced works too, until its grace period ends (``previous_expires_at``).
+    replaced works too, until its grace period ends (``previous_expires_at``). Recently
+    authenticated secrets are served from ``key_cache`` (see KeyCache for the bounds).
     """
     now = now or utcnow()
     if not raw:
         raise NotAuthenticated("missing API key: send 'Authorization: Bearer <key>'")
+    digest = hash_api_key(raw)
+    cached = key_cache.get(digest, now)
+    if cached is not None:
+        return cached
     prefix = split_api_key(raw)
     key = (
         db.session.scalars(
@@ -180,7 +252,7 @@ def authenticate_key(raw: str | None, now: datetime | None = None) -> Principal:
     previous = key is not None and key.prefix != prefix
     expected = (key.previous_key_hash if previous else key.key_hash) if key else None
     # Compare a hash even when the prefix is unknown, so timing does not reveal prefixes.
-    if not same_hash(expected or hash_api_key(""), hash_api_key(raw)) or key is None:
+    if not same_hash(expected or hash_api_key(""), digest) or key is None:
         raise NotAuthenticated("invalid API key")
     if not key.is_usable(now):
         raise NotAuthenticated("API key is revoked or expired")
@@ -189,9 +261,22 @@ def authenticate_key(raw: str | None, now: datetime | None = None) -> Principal:
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         key.last_used_at = now
         db.session.commit()
-    return Principal(
+    principal = Principal(
         role=key.role, name=key.name, key_id=key.id, client_id=key.client_id, agent_id=key.agent_id
     )
+    key_cache.put(
+        digest,
+        CachedKey(
+            principal=principal,
+            expires_at=min(
+                (at for at in (key.expires_at, previous and key.previous_expires_at) if at),
+                default=None,
+            ),
+            last_used_at=key.last_used_at,
+            cached_at=time.monotonic(),
+        ),
+    )
+    return principal
 
 
 def get_api_key(principal: Principal, key_id: str, *, lock: bool = False) -> ApiKey:
@@ -273,6 +358,7 @@ def revoke_api_key(principal: Principal, key_id: str, now: datetime | None = Non
     if key.revoked_at is None:
         key.revoked_at = now or utcnow()
         db.session.commit()
+    key_cache.clear()  # other processes: within AUTH_KEY_CACHE_SECONDS
     return key
 
 
@@ -313,6 +399,7 @@ def rotate_api_key(
     key.prefix, key.key_hash = prefix, hash_api_key(raw)
     key.rotated_at = now
     db.session.commit()
+    key_cache.clear()  # a secret's grace may have ended: other processes within the TTL
     return key, raw
 
 

@@ -153,7 +153,7 @@ def submit_task(
     task.idempotency_key = idempotency_key
     task.request_hash = fingerprint if idempotency_key else None
     try:
-        db.session.commit()
+        commit_keeping_state()
     except IntegrityError:
         # Two submits raced with the same Idempotency-Key: the other one won.
         db.session.rollback()
@@ -163,6 +163,23 @@ def submit_task(
                 return existing[0], False
         raise
     return task, True
+
+
+def commit_keeping_state() -> None:
+    """Commit without expiring the session's objects.
+
+    A submit's response shows the tasks as this transaction wrote them: every column is
+    set here or by routing, which runs before the commit on these same objects, and no
+    column has a server-side default. Expiring them would make the response read each
+    task back, one SELECT per task (100 for a full batch).
+    """
+    session = db.session()
+    keep = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = keep
 
 
 def find_idempotent(
@@ -294,7 +311,7 @@ def submit_batch(
             details,
         )
     try:
-        db.session.commit()
+        commit_keeping_state()
     except IntegrityError:
         # The same batch raced itself: the other call created the tasks.
         db.session.rollback()
@@ -379,7 +396,13 @@ def claim_tasks(
             data={"attempt": task.attempt},
         )
     agent.active_tasks += len(tasks)
+    ids = [task.id for task in tasks]
     db.session.commit()
+    # The commit expired the rows: read them back in one query, rather than one each when
+    # the claim answer is serialised.
+    db.session.scalars(
+        db.select(Task).where(Task.id.in_(ids)).execution_options(populate_existing=True)
+    ).all()
     return tasks
 
 

@@ -20,7 +20,7 @@ from app.models import (
     TaskStatus,
     WebhookEvents,
 )
-from app.services import audit, routing, webhooks
+from app.services import audit, retention, routing, webhooks
 from app.services.attempts import (
     lateness,
     record_cancellation,
@@ -55,6 +55,9 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         "webhook_events_pruned": webhooks.prune(now),
         # Audit rows past AUDIT_RETENTION_DAYS, a batch per pass.
         "audit_events_pruned": audit.prune(now=now),
+        # Finished tasks past TASK_RETENTION_DAYS (FAILED: FAILED_TASK_RETENTION_DAYS)
+        # with their events, attempts and other rows, a batch per pass.
+        "tasks_pruned": retention.sweep_step(now),
     }
 
 

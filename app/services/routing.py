@@ -12,12 +12,15 @@ ASSIGNED event.
 
 Routing runs inside the transaction that made the tasks claimable (a before-commit step,
 see ``services.workflows``), in a claim that finds work waiting, and in the sweep, which
-also routes again tasks their agent did not claim in time. Locks: the capability's
-``capability_routing`` row serialises its routers, so two of them never hand out the same
-slot; task rows are taken with SKIP LOCKED and agent rows are never written, so a router
-waits on nothing but another router, and no other lock is taken after it. (Assigning a task
-takes a foreign-key share lock on the agent row; the agent-row locks that writers take are
-FOR NO KEY UPDATE, which do not block it.)
+also routes again tasks their agent did not claim in time. A routing pass first checks,
+unlocked, that some agent of the capability is available, fresh and has a slot its running
+tasks leave free; when none has, it stops there (a submit while the fleet is busy costs one
+read, not the lock). Locks: the capability's ``capability_routing`` row serialises its
+routers, so two of them never hand out the same slot; task rows are taken with SKIP
+LOCKED and agent rows are never written, so a router waits on nothing but another router,
+and no other lock is taken after it. (Assigning a task takes a foreign-key share lock on
+the agent row; the agent-row locks that writers take are FOR NO KEY UPDATE, which do not
+block it.)
 """
 
 from __future__ import annotations
@@ -241,8 +244,16 @@ CHOOSERS = {
 
 
 def survey(capability: str, now: datetime) -> list[Candidate]:
-    """Every agent with the capability, with what it holds (ASSIGNED + ACTIVE)."""
+    """Every agent with the capability, with what it holds (ASSIGNED + ACTIVE), read in one
+    statement so the two counts are from the same moment (a claim moves a task from one to
+    the other)."""
     fresh_after = now - timedelta(seconds=settings.lease_seconds)
+    assigned = (
+        db.select(func.count())
+        .where(Task.status == TaskStatus.ASSIGNED, Task.assigned_agent_id == Agent.id)
+        .correlate(Agent)
+        .scalar_subquery()
+    )
     rows = db.session.execute(
         db.select(
             Agent.id,
@@ -254,22 +265,11 @@ def survey(capability: str, now: datetime) -> list[Candidate]:
             Agent.trust_score,
             Agent.avg_completion_time_seconds,
             Agent.total_tasks_completed,
+            assigned.label("assigned"),
         )
         .join(Capability, Capability.agent_id == Agent.id)
         .where(Capability.name == capability)
     ).all()
-    if not rows:
-        return []
-    assigned = dict(
-        db.session.execute(
-            db.select(Task.assigned_agent_id, func.count())
-            .where(
-                Task.status == TaskStatus.ASSIGNED,
-                Task.assigned_agent_id.in_([r.id for r in rows]),
-            )
-            .group_by(Task.assigned_agent_id)
-        ).all()
-    )
     return [
         Candidate(
             agent_id=r.id,
@@ -277,13 +277,34 @@ def survey(capability: str, now: datetime) -> list[Candidate]:
             status=r.status,
             fresh=r.last_heartbeat is not None and r.last_heartbeat >= fresh_after,
             max_slots=r.max_concurrent_tasks,
-            load=r.active_tasks + assigned.get(r.id, 0),
+            load=r.active_tasks + r.assigned,
             trust_score=r.trust_score if r.trust_score is not None else 0.5,
             avg_seconds=r.avg_completion_time_seconds,
             completed=r.total_tasks_completed or 0,
         )
         for r in rows
     ]
+
+
+def could_take(capability: str, now: datetime) -> bool:
+    """Whether any agent of the capability might take a task: available, fresh, and with a
+    slot its running tasks leave free. One indexed read, no lock: its assigned tasks only
+    add to an agent's load, so False is certain as of the read."""
+    fresh_after = now - timedelta(seconds=settings.lease_seconds)
+    return (
+        db.session.execute(
+            db.select(Agent.id)
+            .join(Capability, Capability.agent_id == Agent.id)
+            .where(
+                Capability.name == capability,
+                Agent.status == AgentStatus.AVAILABLE,
+                Agent.last_heartbeat >= fresh_after,
+                Agent.active_tasks < Agent.max_concurrent_tasks,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def narrow(pool: list[Candidate], avoid: set[str]) -> list[Candidate]:
@@ -378,7 +399,12 @@ def route_capability(
     """Assign the capability's claimable tasks, in queue order, while slots are free.
 
     Runs in the caller's transaction (never commits); returns (task id, agent id) pairs.
+    When no agent of the capability could take a task (none, or none available, fresh and
+    with a slot its running tasks leave free), nothing is locked: a submit while every agent
+    is busy costs one read instead of the lock and the survey.
     """
+    if not could_take(capability, now):
+        return []
     state = lock_state(capability)
     candidates = survey(capability, now)
     pool = [c for c in candidates if c.exclusion() is None]

@@ -296,19 +296,44 @@ def apply(
     return record
 
 
-def on_attempt_completed(task: Task, agent_id: str | None, *, actor: str, now: datetime) -> None:
-    """A completed attempt earns its agent +0.02."""
-    if agent_id is None:
-        return
-    apply(
-        agent_id,
-        COMPLETED_DELTA,
-        event_type=TrustEvent.TASK_COMPLETED,
-        actor=actor,
-        now=now,
-        task_id=task.id,
-        reason=f"task {task.id} completed (attempt {task.attempt})",
-    )
+def on_attempts_completed(
+    tasks: Sequence[Task], agent_id: str, *, actor: str, now: datetime
+) -> float | None:
+    """Each completed attempt earns its agent +0.02, one after another as ``apply`` would.
+
+    Locks the agent row (as ``apply`` does) and reads its score once, adds one record per
+    task, and returns the new score for the caller to write in its own UPDATE of the row
+    (attempts.release_slots), so a batch of completions costs one read and one write of
+    the agent. None when the agent row is gone.
+    """
+    agent = db.session.scalars(
+        db.select(Agent)
+        .where(Agent.id == agent_id)
+        .with_for_update(key_share=True)  # see principal.require_agent
+        .execution_options(populate_existing=True)
+    ).first()
+    if agent is None:
+        return None
+    score = agent.trust_score if agent.trust_score is not None else INITIAL_SCORE
+    records = []
+    for task in tasks:
+        after = round(min(1.0, max(0.0, score + COMPLETED_DELTA)), SCORE_DECIMALS)
+        records.append(
+            TrustRecord(
+                agent_id=agent_id,
+                event_type=TrustEvent.TASK_COMPLETED,
+                task_id=task.id,
+                trust_delta=round(after - score, SCORE_DECIMALS),
+                trust_score_before=score,
+                trust_score_after=after,
+                reason=f"task {task.id} completed (attempt {task.attempt})",
+                actor=actor,
+                created_at=now,
+            )
+        )
+        score = after
+    db.session.add_all(records)
+    return score
 
 
 def on_attempt_failed(

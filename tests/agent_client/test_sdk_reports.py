@@ -182,3 +182,39 @@ def test_a_heartbeat_naming_its_running_tasks_renews_only_their_leases(
     with pytest.raises(ApiError) as refused:
         sdk.agents.heartbeat(sdk.agent_id, running_task_ids=[""])
     assert refused.value.status == 422
+
+
+def test_complete_many_reports_each_result_on_its_own(sdk: Sdk) -> None:
+    for n in range(2):
+        sdk.tasks.submit(task_type="report", capability_required="report-v1", input_data={"n": n})
+    claimed = sdk.agents.claim(sdk.agent_id, max_tasks=2, wait_seconds=5)
+    assert len(claimed) == 2
+    cancelled, kept = claimed
+    sdk.tasks.cancel(cancelled["task_id"])
+
+    outcomes = sdk.agents.complete_many(
+        sdk.agent_id,
+        [
+            {
+                "task_id": t["task_id"],
+                "result": {"n": t["input_data"]["n"]},
+                "attempt": t["attempt"],
+            }
+            for t in claimed
+        ]
+        + [{"task_id": "task_nope", "result": {}}],
+    )
+    assert [o["task_id"] for o in outcomes] == [cancelled["task_id"], kept["task_id"], "task_nope"]
+    assert [o["ok"] for o in outcomes] == [False, True, False]
+    assert outcomes[0]["error"]["code"] == "cancel_requested"
+    assert outcomes[1]["status"] == "COMPLETED"
+    assert outcomes[2]["error"]["code"] == "not_found"
+    assert sdk.tasks.get(kept["task_id"])["result_data"] == {"n": kept["input_data"]["n"]}
+    assert sdk.tasks.get(cancelled["task_id"])["status"] == "CANCELLED"
+
+    # Sent again (as after a lost answer): nothing changes, each item says why.
+    again = sdk.agents.complete_many(sdk.agent_id, [{"task_id": kept["task_id"], "result": {}}])
+    assert again[0]["ok"] is False and again[0]["error"]["code"] == "conflict"
+    for size in (0, 101):
+        with pytest.raises(ValueError, match="1 to 100"):
+            sdk.agents.complete_many(sdk.agent_id, [{"task_id": "t", "result": {}}] * size)

@@ -190,6 +190,8 @@ def exercise(api: RecordingApi, personas: Personas) -> None:
     done, failed = claimed[0]["task_id"], claimed[1]["task_id"]
     api.post(f"/ains/tasks/{done}/progress", agent, json={"progress": 50, "message": "half"})
     api.post(f"/ains/tasks/{done}/complete", agent, json={"result_data": {"ok": True}})
+    results = [{"task_id": done, "result": {}}, {"task_id": "task_nope", "result": {}}]
+    api.post(f"/ains/agents/{agent_id}/tasks/complete", agent, json={"results": results})
     api.post(
         f"/ains/tasks/{failed}/fail", agent, json={"error_message": "boom", "retryable": False}
     )

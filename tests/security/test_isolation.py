@@ -46,6 +46,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "WebhookUpdate": {"description": "hijacked"},
     "CapabilityRoutingUpdate": {"default_strategy": "least_loaded"},
     "CancelRequest": {"reason": "sabotage"},
+    "CompleteBatch": {"results": [{"task_id": "t_stolen", "result": {"stolen": True}}]},
 }
 
 ATTACKERS = ("other_client", "other_fleet", "other_agent")

@@ -1,0 +1,84 @@
+"""What a submit costs: statements per call, and no routing lock while no agent is free."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event, func, update
+
+from app.extensions import db
+from app.models import Agent, CapabilityRouting, Task
+from tests.conftest import IS_POSTGRES, Api, Personas
+
+VALID: dict[str, Any] = {"task_type": "report", "capability_required": "report-v1"}
+
+
+@contextmanager
+def statements(app: Flask) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_batch_does_not_read_its_tasks_back(app: Flask, api: Api, personas: Personas) -> None:
+    items = [{**VALID, "priority": 1 + i % 9, "input_data": {"n": i}} for i in range(100)]
+    with statements(app) as seen:
+        response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
+    assert response.status_code == 201 and not response.get_json()["failed"]
+    # No task is read back after the commit.
+    assert not [s for s in seen if s.lstrip().startswith("SELECT tasks.")], seen
+    if IS_POSTGRES:
+        # Key, tasks, events (one statement each), routing check, webhooks, audit.
+        assert len(seen) <= 8, seen
+    body = response.get_json()["submitted"]
+    with app.app_context():
+        stored = {t.id: t for t in db.session.scalars(db.select(Task))}
+        assert len(stored) == 100
+        for item in body:
+            task = stored[item["task_id"]]
+            assert item["status"] == task.status == "PENDING"
+            assert task.input_data == {"n": item["index"]}
+            assert item["client_id"] == task.client_id
+
+
+def test_a_submit_answers_what_it_stored(app: Flask, api: Api, personas: Personas) -> None:
+    agent_id, _ = api.register_agent(personas.fleet)
+    created = api.submit(personas.client, priority=3)
+    assert created["status"] == "ASSIGNED" and created["assigned_agent_id"] == agent_id
+    shown = api.get(f"/ains/tasks/{created['task_id']}", personas.client).get_json()
+    assert {k: shown[k] for k in created} == created
+
+
+def test_no_routing_lock_while_every_agent_is_busy(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, _ = api.register_agent(personas.fleet, slots=1)
+    with app.app_context():
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=1))
+        db.session.commit()
+    with statements(app) as seen:
+        created = api.submit(personas.client)
+    assert created["status"] == "PENDING"
+    assert not [s for s in seen if "capability_routing" in s], seen
+    with app.app_context():
+        assert db.session.scalar(db.select(func.count()).select_from(CapabilityRouting)) == 0
+        # The slot frees: the next submit routes the waiting task first (queue order).
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=0))
+        db.session.commit()
+    second = api.submit(personas.client)
+    assert second["status"] == "PENDING"
+    with app.app_context():
+        first = db.session.get(Task, created["task_id"])
+        assert first.status == "ASSIGNED" and first.assigned_agent_id == agent_id
