@@ -3,6 +3,9 @@
 VENV        := .venv
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
+BENCH_VENV  := bench/.venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS  ?=
 FLASK       := $(BIN)/flask --app wsgi
 PYTEST_ARGS ?=
 
@@ -12,15 +15,16 @@ PYTHON := $(shell command -v python3.11 2>/dev/null || \
 	{ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && command -v python3; })
 endif
 
-.PHONY: help install run test lint fmt clean
+.PHONY: help install run test lint fmt clean bench
 
 help:
 	@echo "make install  create $(VENV) and install requirements-dev.txt (only when they changed)"
 	@echo "make run      install, migrate, ensure an operator account, serve on http://localhost:8000/"
 	@echo "make test     the whole test suite (extra pytest arguments: PYTEST_ARGS='-k foo -x')"
+	@echo "make bench    AINS vs Celery and RQ, S1-S5 (about 30 min; BENCH_ARGS='--quick'): bench/README.md"
 	@echo "make lint     ruff check + ruff format --check"
 	@echo "make fmt      ruff format + ruff check --fix"
-	@echo "make clean    remove $(VENV), instance/*.db and caches"
+	@echo "make clean    remove $(VENV), $(BENCH_VENV), instance/*.db and caches"
 
 install: $(STAMP)
 
@@ -37,6 +41,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 	fi
 	$(BIN)/python -m pip install --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
+
+# The baselines (Celery, RQ) live in their own environment, apart from the app's pinned one.
+$(BENCH_STAMP): bench/requirements.txt
+	@if ! $(BENCH_VENV)/bin/python -m pip --version >/dev/null 2>&1; then \
+		echo "Creating $(BENCH_VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv --clear $(BENCH_VENV) || exit 1; \
+	fi
+	$(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+# Destructive for its own database and Redis DBs only (see bench/README.md); not part of `make test`.
+bench: install $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 run: install
 	$(FLASK) db upgrade
@@ -65,6 +82,6 @@ fmt: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache test-artifacts
 	rm -f instance/*.db instance/*.db-journal instance/*.db-wal instance/*.db-shm
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

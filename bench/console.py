@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg
 import requests
-from dispatch import (
+from common import (
     ACCESS_FORMAT,
     TMP_DIR,
     checkout,

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psycopg
 import redis
 import requests
-from dispatch import (  # bench/ is not a package
+from common import (  # bench/ is not a package
     ROOT,
     TMP_DIR,
     Server,

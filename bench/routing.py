@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dispatch import ROOT, flask_cli, git, percentile, reset_database  # bench/ is not a package
+from common import ROOT, flask_cli, git, percentile, reset_database  # bench/ is not a package
 
 CAPABILITY = "bench-route-v1"
 STRATEGIES = ("round_robin", "least_loaded", "trust_weighted", "fastest_response")

@@ -38,7 +38,7 @@ from croniter import croniter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dispatch import (  # bench/ is not a package
+from common import (  # bench/ is not a package
     ROOT,
     TMP_DIR,
     flask_cli,

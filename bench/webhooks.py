@@ -44,7 +44,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dispatch import (  # bench/ is not a package
+from common import (  # bench/ is not a package
     ROOT,
     TMP_DIR,
     Api,
