@@ -189,6 +189,9 @@ class KeyCache:
         self.ttl = 0.0
         self._entries: dict[str, CachedKey] = {}
         self._lock = threading.Lock()
+        # Bumped by every clear(): a read that began before a revocation cannot put back
+        # what it found once the revocation has cleared the cache.
+        self.generation = 0
 
     def configure(self, ttl_seconds: float) -> None:
         self.ttl = float(ttl_seconds)
@@ -196,6 +199,7 @@ class KeyCache:
 
     def clear(self) -> None:
         with self._lock:
+            self.generation += 1
             self._entries.clear()
 
     def get(self, digest: str, now: datetime) -> Principal | None:
@@ -215,10 +219,14 @@ class KeyCache:
             return None
         return entry.principal
 
-    def put(self, digest: str, entry: CachedKey) -> None:
+    def put(self, digest: str, entry: CachedKey, generation: int) -> None:
+        """Keep ``entry``, unless the cache was cleared since ``generation`` was read
+        (before the database read that found it)."""
         if self.ttl <= 0:
             return
         with self._lock:
+            if generation != self.generation:
+                return
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
             self._entries[digest] = entry
@@ -241,6 +249,7 @@ def authenticate_key(raw: str | None, now: datetime | None = None) -> Principal:
     cached = key_cache.get(digest, now)
     if cached is not None:
         return cached
+    generation = key_cache.generation
     prefix = split_api_key(raw)
     key = (
         db.session.scalars(
@@ -275,6 +284,7 @@ def authenticate_key(raw: str | None, now: datetime | None = None) -> Principal:
             last_used_at=key.last_used_at,
             cached_at=time.monotonic(),
         ),
+        generation,
     )
     return principal
 

@@ -217,15 +217,28 @@ def complete_tasks(
             )
         else:
             first[task_id] = index
-    tasks = {
+    # Only the tasks this agent can complete are locked: locking the others (a stale id,
+    # another's task) would hold rows the batch then leaves alone, against other writers.
+    locked = {
         task.id: task
         for task in db.session.scalars(
             db.select(Task)
-            .where(Task.id.in_(list(first)))
+            .where(
+                Task.id.in_(list(first)),
+                Task.status == TaskStatus.ACTIVE,
+                Task.assigned_agent_id == agent.id,
+            )
             .order_by(Task.created_at, Task.id)
             .with_for_update()
         )
     }
+    tasks = dict(locked)
+    unlocked = [task_id for task_id in first if task_id not in locked]
+    if unlocked:  # read only, to say why each is refused
+        tasks.update(
+            (task.id, task)
+            for task in db.session.scalars(db.select(Task).where(Task.id.in_(unlocked)))
+        )
     late: list[tuple[int, Task]] = []
     cancelled: list[tuple[int, Task]] = []
     done: list[tuple[int, Task, dict[str, Any]]] = []
@@ -235,6 +248,16 @@ def complete_tasks(
         attempt = items[index].get("attempt")
         if task is None:
             outcomes[index].error = NotFound(f"task {task_id!r} not found")
+        elif (
+            task_id not in locked
+            and task.status == TaskStatus.ACTIVE
+            and task.assigned_agent_id == agent.id
+        ):
+            # Not ours when the locks were taken, ours now (a claim committed in between):
+            # not applied unlocked; the agent reports it again.
+            outcomes[index].error = Conflict(
+                f"task {task_id!r} changed while the batch was applied: report it again"
+            )
         elif (
             task.status != TaskStatus.ACTIVE
             or task.assigned_agent_id != agent.id

@@ -102,8 +102,8 @@ def cutoffs(now: datetime) -> list[tuple[str, datetime]]:
     return [(status, now - timedelta(days=d)) for status, d in days.items() if d > 0]
 
 
-def prunable(status: str, cutoff: datetime, now: datetime) -> ColumnElement[bool]:
-    """The condition a task of ``status`` must meet to be deleted now."""
+def unneeded() -> ColumnElement[bool]:
+    """No open task depends on the task, and no open chain holds it."""
     dependent = aliased(Task)
     needed_by_open_task = exists().where(
         TaskDependency.depends_on_id == Task.id,
@@ -113,6 +113,11 @@ def prunable(status: str, cutoff: datetime, now: datetime) -> ColumnElement[bool
     in_open_chain = exists().where(
         TaskChain.id == Task.chain_id, TaskChain.status.not_in(ChainStatus.TERMINAL)
     )
+    return and_(~needed_by_open_task, or_(Task.chain_id.is_(None), ~in_open_chain))
+
+
+def prunable(status: str, cutoff: datetime, now: datetime) -> ColumnElement[bool]:
+    """The condition a task of ``status`` must meet to be deleted now."""
     idempotency_live = now - timedelta(seconds=settings.idempotency_ttl_seconds)
     return and_(
         # One status and a created_at range: a range of ix_tasks_status_created, read in
@@ -125,8 +130,7 @@ def prunable(status: str, cutoff: datetime, now: datetime) -> ColumnElement[bool
         or_(
             Task.completed_at < cutoff, and_(Task.completed_at.is_(None), Task.updated_at < cutoff)
         ),
-        ~needed_by_open_task,
-        or_(Task.chain_id.is_(None), ~in_open_chain),
+        unneeded(),
         or_(Task.idempotency_key.is_(None), Task.created_at < idempotency_live),
     )
 
@@ -151,6 +155,11 @@ def prune(now: datetime | None = None, *, limit: int = PRUNE_BATCH) -> int:
             .limit(limit - len(ids))
             .with_for_update(of=Task, skip_locked=True)
         )
+    if ids:
+        # Again, in a statement of its own (a fresh snapshot on PostgreSQL): a submit that
+        # named one of them in depends_on may have committed while the search ran, after
+        # its FOR SHARE lock was gone. Now that they are locked, no new one can.
+        ids = list(db.session.scalars(select(Task.id).where(Task.id.in_(ids), unneeded())))
     if not ids:
         db.session.rollback()
         return 0

@@ -308,5 +308,9 @@ def revoke_api_key(key_id: str) -> BaseResponse:
     if already:
         flash("This key was already revoked.", "info")
     else:
-        flash("Key revoked: requests with it (or its previous secret) are refused now.", "success")
+        flash(
+            "Key revoked: requests with it (or its previous secret) are refused from now on "
+            f"(within {auth.key_cache.ttl:g} s by other server processes).",
+            "success",
+        )
     return redirect(url_for("ui.api_key_detail", key_id=key_id), 303)

@@ -524,3 +524,37 @@ def test_batches_racing_a_timeout_sweep_and_cancels_end_each_task_once(
     assert agent_row.total_tasks_completed + agent_row.total_tasks_failed <= len(ids)
     records = rows(app, TrustRecord, TrustRecord.agent_id == agent_id)
     assert sum(r.event_type == "task_completed" for r in records) == completed
+
+
+@pytest.mark.postgres_only
+def test_it_does_not_lock_tasks_it_will_not_complete(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    """A batch naming another agent's task (a stale or guessed id) answers for it without
+    waiting on its row lock, and holds none on it: another writer holding that task is
+    not blocked behind the batch, nor the batch behind it."""
+    agent_id, agent, [mine] = claimed(api, personas, 1)
+    _, _, [foreign] = claimed(api, personas, 1)
+    answers: list[list[dict[str, Any]]] = []
+    with app.app_context(), db.engine.connect() as other_writer:
+        with other_writer.begin():
+            other_writer.execute(
+                db.select(Task.id).where(Task.id == foreign["task_id"]).with_for_update()
+            )
+
+            def send() -> None:
+                response = app.test_client().post(
+                    batch_url(agent_id),
+                    json={"results": [item(mine), item(foreign)]},
+                    headers=agent.headers,
+                )
+                answers.append(response.get_json()["results"])
+
+            batch = threading.Thread(target=send)
+            batch.start()
+            batch.join(timeout=10)
+            finished_while_locked = not batch.is_alive()
+        batch.join(timeout=30)
+    assert finished_while_locked, "the batch waited on a task it does not hold"
+    [[done, refused]] = answers
+    assert ok(done) and refused["error"]["code"] == "not_found"

@@ -132,3 +132,21 @@ def test_a_ttl_of_zero_reads_the_key_every_time(cache: list[float]) -> None:
     revoke_elsewhere(key.id)
     with pytest.raises(NotAuthenticated, match="revoked"):
         auth.authenticate_key(raw, now=T0)
+
+
+def test_a_read_that_began_before_a_revocation_is_not_cached(cache: list[float]) -> None:
+    """A request thread reads the key, a revocation here clears the cache, then the thread
+    stores what it read: that entry must not keep the revoked key alive for the TTL."""
+    key, raw = make()
+    digest = auth.hash_api_key(raw)
+    generation = auth.key_cache.generation  # the reader starts, before its database read
+    auth.revoke_api_key(ADMIN, key.id, now=T0)  # another thread revokes and clears
+    stale = auth.CachedKey(
+        principal=auth.Principal(role=Role.CLIENT, name="k", key_id=key.id, client_id="c1"),
+        expires_at=None,
+        last_used_at=T0,
+        cached_at=cache[0],
+    )
+    auth.key_cache.put(digest, stale, generation)  # the reader stores what it found
+    with pytest.raises(NotAuthenticated, match="revoked"):
+        auth.authenticate_key(raw, now=T0)
