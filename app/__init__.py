@@ -7,7 +7,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from app.config import BASE_DIR, INSTANCE_DIR, Config
-from app.extensions import csrf, db, login_manager, migrate, redis_client
+from app.extensions import csrf, db, login_manager, migrate, redis_client, tune_psycopg
 from app.lib import logs, security_headers
 from app.services import auth, routing
 from app.services.retention import retention_settings
@@ -89,6 +89,7 @@ def create_app(config_class: type = Config) -> Flask:
     logs.configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
     logs.install_request_ids(app)  # first: every other hook and every log line has the id
 
+    tune_psycopg()
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
     security_headers.install(app)  # first: its hook then runs after the others'

@@ -32,6 +32,30 @@ limiter = Limiter(
     get_remote_address, strategy="fixed-window", swallow_errors=True, headers_enabled=False
 )
 
+# psycopg converts each statement's %(name)s placeholders in Python and caches the result
+# only for statements under 4,096 characters and 50 parameters. The multi-row INSERTs the
+# unit of work sends for a batch (events, attempts, trust records: several hundred
+# parameters) were converted again on every execution, about a tenth of the CPU of a
+# drained task. Cache those too (the cache stays an LRU of 128 statements). The limits are
+# module constants with no public setting; if a psycopg release drops them, this is a no-op.
+PSYCOPG_CACHED_STATEMENT_LENGTH = 1 << 20
+PSYCOPG_CACHED_STATEMENT_PARAMS = 1 << 16
+
+
+def tune_psycopg() -> None:
+    """Let psycopg cache the conversion of long batch statements (see above)."""
+    try:
+        from psycopg import _queries
+    except ImportError:  # SQLite-only install
+        return
+    for name, value in (
+        ("MAX_CACHED_STATEMENT_LENGTH", PSYCOPG_CACHED_STATEMENT_LENGTH),
+        ("MAX_CACHED_STATEMENT_PARAMS", PSYCOPG_CACHED_STATEMENT_PARAMS),
+    ):
+        if isinstance(getattr(_queries, name, None), int):
+            setattr(_queries, name, max(getattr(_queries, name), value))
+
+
 _redis_lock = threading.Lock()
 _redis_clients: dict[str, redis.Redis] = {}
 

@@ -61,6 +61,7 @@ TEXT = "x" * 100  # the payload every system gets
 BATCH_COMPLETE_PATH = "/ains/agents/{agent_id}/tasks/complete"
 ERROR_PAUSE = 0.1
 SOAK_SUBMITTERS = 4  # S5: submitter threads (open loop)
+S4_SETTLE_SECONDS = 15  # S4: from the agents' start to the measurement
 # S5: how long the retention job rests once caught up (REST_AFTER_CAUGHT_UP in
 # app/services/retention.py).
 RETENTION_REST_S = 60
@@ -1000,7 +1001,9 @@ def s4_idle(
         ]
         for agent in running:
             agent.start()
-        time.sleep(3)  # first heartbeats sent, every long poll waiting
+        # Steady state: both workers booted and warm (a worker's first requests compile its
+        # statement caches), every agent heartbeating and in its long poll.
+        time.sleep(S4_SETTLE_SECONDS)
         info = redis.Redis.from_url(target.redis_url)
         commands0 = int(info.info("stats")["total_commands_processed"])
         monitor = RedisMonitor(target.redis_url)
@@ -1243,13 +1246,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="S1 200, S3 100, S5 required")
     parser.add_argument("--seconds", type=float, default=None, help="S1 10, S3 20, S4 60, S5 600")
     parser.add_argument("--retention-days", type=float, default=0.001, help="S5")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (2)")
+    parser.add_argument("--web-threads", type=int, default=32, help="threads per worker (32)")
     parser.add_argument("--reset-any-database", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     refused = check_bench_database(args.database_url, args.reset_any_database)
     if refused:
         parser.error(refused)
-    target = Target(args.database_url, args.redis_url, args.port)
+    target = Target(
+        args.database_url, args.redis_url, args.port, args.web_workers, args.web_threads
+    )
     if args.scenario == "s1":
         result = s1_submit(target, args.rate or 200, args.seconds or 10, args.tasks)
     elif args.scenario == "s2":

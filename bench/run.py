@@ -176,7 +176,9 @@ def run_baseline(system: str, scenario: str, args: argparse.Namespace) -> dict[s
 
 
 def run_ains(scenario: str, args: argparse.Namespace, soak_rate: float | None) -> dict[str, Any]:
-    target = ains.Target(args.database_url, args.redis_url, args.port)
+    target = ains.Target(
+        args.database_url, args.redis_url, args.port, args.web_workers, args.web_threads
+    )
     sizes = args.sizes
     try:
         if scenario == "s1":
@@ -432,6 +434,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13", help="FLUSHED")
     parser.add_argument("--baseline-redis-url", default="redis://127.0.0.1:6379/14", help="FLUSHED")
     parser.add_argument("--port", type=int, default=8102, help="gunicorn's port")
+    parser.add_argument("--web-workers", type=int, default=2, help="AINS gunicorn workers (2)")
+    parser.add_argument("--web-threads", type=int, default=32, help="threads per worker (32)")
     parser.add_argument("--reset-any-database", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="default bench/results/<date>.json")
     parser.add_argument("--chart", type=Path, default=None, help="default docs/perf-chart.png")
@@ -495,7 +499,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "scenarios": args.scenarios,
             "soak_seconds": args.soak_seconds,
             "retention_days": args.retention_days,
-            "workers": "AINS: gunicorn 2 x 32 threads, 4 agents x 8 executors; "
+            "workers": f"AINS: gunicorn {args.web_workers} x {args.web_threads} threads, "
+            "4 agents x 8 executors; "
             "baselines: 4 workers x concurrency 8",
             "order": "per run: S1 for each system, then S2, then S3 (interleaved); "
             "S4 and S5 once, AINS only",

@@ -158,12 +158,14 @@ def record_heartbeat(
     if agent.status == AgentStatus.AVAILABLE:
         routing.route_waiting(agent.capability_names, now)
     ains_metrics.count("ains_agent_heartbeats_total")
-    db.session.commit()
-    return {
+    # Built before the commit, which expires the agent: reading it after would read it back.
+    answer = {
         "acknowledged": True,
         "next_heartbeat_in": interval_seconds,
         "agent_health_status": health_status,
         "agent_status": agent.status,
-        "last_heartbeat": agent.last_heartbeat.isoformat(),
+        "last_heartbeat": isoformat(now),
         **notices,
     }
+    db.session.commit()
+    return answer

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import tuple_, update
+from sqlalchemy import false, null, tuple_, union_all, update
 
 from app.extensions import db
 from app.lib.clock import isoformat
@@ -339,27 +339,29 @@ def stop_notices(agent_id: str, now: datetime) -> dict[str, list[str]]:
     took back lately (timed out, agent lost). Repeated for a while so a lost response
     does not lose the notice; an agent ignores ids it is not running.
     """
-    running = db.session.execute(
-        db.select(Task.id, Task.cancel_requested_at).where(
-            Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE
-        )
-    ).all()
-    requested = {tid for tid, asked in running if asked is not None}
-    # A task taken back and claimed again by this same agent runs under a new attempt:
-    # the old attempt's notice must not stop it.
-    held = {tid for tid, _ in running}
     since = now - timedelta(seconds=settings.stop_notice_seconds)
-    ended = [
-        (tid, outcome)
-        for tid, outcome in db.session.execute(
-            db.select(TaskAttempt.task_id, TaskAttempt.outcome).where(
+    # One statement: the agent's running tasks (with whether a cancel was asked), then the
+    # attempts the server ended lately (with their outcome).
+    rows = db.session.execute(
+        union_all(
+            db.select(
+                Task.id.label("task_id"),
+                Task.cancel_requested_at.is_not(None).label("asked"),
+                null().label("outcome"),
+            ).where(Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE),
+            db.select(TaskAttempt.task_id, false(), TaskAttempt.outcome).where(
                 TaskAttempt.agent_id == agent_id,
                 TaskAttempt.ended_at > since,
                 TaskAttempt.outcome.in_(AttemptOutcome.SERVER_ENDED),
-            )
-        ).all()
-        if tid not in held
-    ]
+            ),
+        )
+    ).all()
+    running = [(tid, asked) for tid, asked, outcome in rows if outcome is None]
+    requested = {tid for tid, asked in running if asked}
+    # A task taken back and claimed again by this same agent runs under a new attempt:
+    # the old attempt's notice must not stop it.
+    held = {tid for tid, _ in running}
+    ended = [(tid, outcome) for tid, _, outcome in rows if outcome is not None and tid not in held]
     cancelled = requested | {tid for tid, outcome in ended if outcome == AttemptOutcome.CANCELLED}
     stop = cancelled | {tid for tid, _ in ended}
     return {"cancelled_task_ids": sorted(cancelled), "stop_task_ids": sorted(stop)}

@@ -267,21 +267,23 @@ def authenticate_key(raw: str | None, now: datetime | None = None) -> Principal:
         raise NotAuthenticated("API key is revoked or expired")
     if previous and not previous_secret_alive(key, now):
         raise NotAuthenticated("API key was rotated and its grace period has ended")
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        key.last_used_at = now
-        db.session.commit()
     principal = Principal(
         role=key.role, name=key.name, key_id=key.id, client_id=key.client_id, agent_id=key.agent_id
     )
+    expires_at = min(
+        (at for at in (key.expires_at, previous and key.previous_expires_at) if at),
+        default=None,
+    )
+    last_used_at = key.last_used_at
+    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
+        key.last_used_at = last_used_at = now
+        db.session.commit()  # expires the key: nothing below reads it again
     key_cache.put(
         digest,
         CachedKey(
             principal=principal,
-            expires_at=min(
-                (at for at in (key.expires_at, previous and key.previous_expires_at) if at),
-                default=None,
-            ),
-            last_used_at=key.last_used_at,
+            expires_at=expires_at,
+            last_used_at=last_used_at,
             cached_at=time.monotonic(),
         ),
         generation,

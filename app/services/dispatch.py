@@ -343,6 +343,27 @@ def lock_assigned(agent_id: str, limit: int, now: datetime) -> list[Task]:
     )
 
 
+def reserved(
+    agent_id: str, locked: list[Task], made: list[tuple[str, str]], slots: int
+) -> list[Task]:
+    """After a claim's routing pass: the best ``slots`` of the agent's reservations, from
+    the tasks this transaction holds locked (those lock_assigned found that give_back left
+    it, and those the pass just assigned it), without flushing and reading them again.
+
+    So a task routed and claimed in the same claim is written once (PENDING → ACTIVE, both
+    events recorded). A reservation another router committed since lock_assigned read is
+    left for the next claim; that router wakes this agent once it has committed.
+    """
+    held = {t.id: t for t in locked if t.status == TaskStatus.ASSIGNED}
+    for task_id, winner in made:
+        if winner == agent_id:
+            task = db.session.get(Task, task_id)  # in the identity map: no query
+            if task is not None:
+                held[task_id] = task
+    mine = [t for t in held.values() if t.assigned_agent_id == agent_id]
+    return sorted(mine, key=lambda t: t.queue_key)[:slots]
+
+
 def claim_tasks(
     principal: Principal,
     agent_id: str,
@@ -356,6 +377,18 @@ def claim_tasks(
     that finds such work (and room for it, or reservations queued behind it) routes it
     first, which may hand some of it to better candidates, who are woken.
     """
+    return claim_or_full(principal, agent_id, max_tasks, now=now)[0]
+
+
+def claim_or_full(
+    principal: Principal,
+    agent_id: str,
+    max_tasks: int,
+    *,
+    now: datetime | None = None,
+) -> tuple[list[Task], bool]:
+    """``claim_tasks``, and whether the agent had no free slot (nothing can be routed to it
+    until it reports a result, so a long poll need not wait)."""
     pinned = now is not None
     now = now or utcnow()
     # Locking the agent row serialises claims of one agent, so two concurrent polls cannot
@@ -368,19 +401,19 @@ def claim_tasks(
     capabilities = agent.capability_names
     if slots <= 0:
         db.session.rollback()
-        return []
+        return [], True
     tasks = lock_assigned(agent.id, slots, now)
     waiting = routing.best_waiting(capabilities, now)
     if waiting is not None and (len(tasks) < slots or waiting < tasks[-1].queue_key):
         # Work waits unassigned, or better work than this agent's reservations: give those
         # back and route again in queue order, so no task starts before a better one.
         routing.give_back(agent.id, waiting, now)
-        routing.route(capabilities, now)
+        made = routing.route(capabilities, now)
         db.session.info.pop(ROUTABLE_TASKS, None)  # routed just now: no second pass at commit
-        tasks = lock_assigned(agent.id, slots, now)
+        tasks = reserved(agent.id, tasks, made, slots)
     if not tasks:
         db.session.commit()  # keeps what routing decided for the others
-        return []
+        return [], False
     tasks.sort(key=lambda t: t.queue_key)
     actor = f"agent:{agent.id}"
     # Stamp the claim after the rows are locked: a task is visible only once its submit
@@ -396,14 +429,10 @@ def claim_tasks(
             data={"attempt": task.attempt},
         )
     agent.active_tasks += len(tasks)
-    ids = [task.id for task in tasks]
-    db.session.commit()
-    # The commit expired the rows: read them back in one query, rather than one each when
-    # the claim answer is serialised.
-    db.session.scalars(
-        db.select(Task).where(Task.id.in_(ids)).execution_options(populate_existing=True)
-    ).all()
-    return tasks
+    # The rows were read under lock and every change is made here: the answer shows them as
+    # written, with no read-back (as submits do).
+    commit_keeping_state()
+    return tasks, False
 
 
 def claim_tasks_waiting(
@@ -416,26 +445,28 @@ def claim_tasks_waiting(
 ) -> list[Task]:
     """Long poll: return as soon as tasks are claimed, or empty after ``wait_seconds``.
 
-    A process shutting down (``wakeups.closing``) answers at once with what it claimed.
+    The agent's wake-up tokens are dropped before each look at the database: a task routed
+    to it after the look pushes its token after the drop, so the wait that follows sees it.
+    An idle poll therefore costs one claim and one wait; one that ends at its timeout with
+    no token does not look again (a token Redis lost only delays the task to the next
+    poll, which looks first). A full agent answers at once (nothing can be routed to it),
+    as does a process shutting down (``wakeups.closing``).
     """
     deadline = clock() + wait_seconds
-    tasks = claim_tasks(principal, agent_id, max_tasks)
-    if tasks or wait_seconds <= 0 or wakeups.closing.is_set():
-        return tasks
-    while True:
-        agent = require_agent(principal, agent_id)
-        full = agent.active_tasks >= agent.max_concurrent_tasks
-        db.session.rollback()  # hold no transaction or lock while waiting
-        if full:
-            return []  # nothing can be routed to a full agent
-        # Drop tokens the database has just answered for, then look: a task routed after
-        # this look pushes its token after the clear, so the wait below sees it.
-        wakeups.clear(agent_id)
-        tasks = claim_tasks(principal, agent_id, max_tasks)
+    if wait_seconds <= 0 or wakeups.closing.is_set():
+        return claim_tasks(principal, agent_id, max_tasks)
+    wakeups.clear(agent_id)
+    tasks, full = claim_or_full(principal, agent_id, max_tasks)
+    while not (tasks or full or wakeups.closing.is_set()):
         remaining = deadline - clock()
-        if tasks or remaining <= 0 or wakeups.closing.is_set():
-            return tasks
-        wakeups.wait(agent_id, remaining)
+        if remaining <= 0:
+            break
+        woken = wakeups.wait(agent_id, remaining)
+        if not woken and deadline - clock() <= 0:
+            break  # timed out with no token
+        wakeups.clear(agent_id)
+        tasks, full = claim_or_full(principal, agent_id, max_tasks)
+    return tasks
 
 
 def claim_notices(agent_id: str) -> dict[str, list[str]]:

@@ -169,8 +169,9 @@ def test_concurrent_sweeps_end_each_task_once(app: Flask, actors: Actors) -> Non
     for n in range(40):
         make_task(actors.client, t, timeout_seconds=1, input_data={"n": n})
     assert len(claim_tasks(actors.fleet, agent.id, 40, now=t)) == 40
+    agent_id = agent.id
     heartbeat(actors, agent, t + timedelta(seconds=2))
-    db.session.remove()
+    db.session.remove()  # the agent object is detached from here on: use its id
     results = run_sweeps(app, t + timedelta(seconds=2), threads=4)
     assert sum(r["timed_out"] for r in results) == 40
     failed_events = db.session.scalar(
@@ -179,7 +180,7 @@ def test_concurrent_sweeps_end_each_task_once(app: Flask, actors: Actors) -> Non
         .where(TaskEvent.to_status == TaskStatus.FAILED)
     )
     assert failed_events == 40
-    agent_row = fresh(Agent, agent.id)
+    agent_row = fresh(Agent, agent_id)
     assert agent_row.total_tasks_failed == 40 and agent_row.active_tasks == 0
 
 

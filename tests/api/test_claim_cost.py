@@ -1,0 +1,190 @@
+"""What a claim and a heartbeat cost: statements per call, and answers without read-backs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event, update
+
+from app.extensions import db
+from app.models import Agent
+from tests.conftest import IS_POSTGRES, Api, Personas
+
+
+@contextmanager
+def statements(app: Flask) -> Iterator[list[tuple[str, Any]]]:
+    """(SQL, parameters) of every statement sent meanwhile (a list of sets: executemany)."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        seen.append((" ".join(statement.split()), parameters))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def rows_written(seen: list[tuple[str, Any]], prefix: str) -> int:
+    """Rows that statements starting with ``prefix`` were sent for."""
+    total = 0
+    for sql, parameters in seen:
+        if sql.startswith(prefix):
+            total += len(parameters) if isinstance(parameters, list | tuple) else 1
+    return total
+
+
+def test_an_idle_long_poll_looks_at_the_queue_once(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    started = time.monotonic()
+    with statements(app) as seen:
+        assert api.claim(agent_id, agent, max_tasks=1, wait_seconds=1) == []
+    assert time.monotonic() - started >= 0.9  # it did wait
+    # lock_assigned is the statement reading whole task rows.
+    looks = [sql for sql, _ in seen if sql.startswith("SELECT tasks.id, tasks.client_id")]
+    # One look for reservations when the poll starts; none when it times out with no token.
+    assert len(looks) == 1, looks
+
+
+def test_a_long_poll_takes_a_task_routed_while_it_waits(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    results: list[Any] = []
+
+    def poll() -> None:
+        client = app.test_client()  # a client per thread
+        response = client.post(
+            f"/ains/agents/{agent_id}/tasks/claim",
+            headers=agent.headers,
+            json={"max_tasks": 1, "wait_seconds": 10},
+        )
+        results.append(response)
+
+    thread = threading.Thread(target=poll)
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.5)  # the poll is waiting
+    created = api.submit(personas.client)
+    thread.join(15)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 8  # woken, not timed out
+    [response] = results
+    assert response.status_code == 200, response.get_json()
+    assert [t["task_id"] for t in response.get_json()["tasks"]] == [created["task_id"]]
+
+
+def test_a_full_agent_long_poll_answers_at_once(app: Flask, api: Api, personas: Personas) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    api.submit(personas.client)
+    assert len(api.claim(agent_id, agent, max_tasks=1)) == 1
+    started = time.monotonic()
+    assert api.claim(agent_id, agent, max_tasks=1, wait_seconds=5) == []
+    assert time.monotonic() - started < 2  # nothing can be routed to it: no wait
+
+
+def test_a_claim_answers_what_it_wrote(app: Flask, api: Api, personas: Personas) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, slots=3)
+    ids = [api.submit(personas.client, input_data={"n": n})["task_id"] for n in range(3)]
+    with statements(app) as seen:
+        claimed = api.claim(agent_id, agent, max_tasks=3)
+    assert sorted(t["task_id"] for t in claimed) == sorted(ids)
+    last_write = max(i for i, (sql, _) in enumerate(seen) if sql.startswith("UPDATE tasks"))
+    # No task row is read back once written (the stop notices read ids only).
+    read_back = [s for s, _ in seen[last_write:] if s.startswith("SELECT tasks.id, tasks.client")]
+    assert not read_back, read_back
+    for task in claimed:
+        shown = api.get(f"/ains/tasks/{task['task_id']}", personas.client).get_json()
+        assert {k: shown[k] for k in task} == task
+        assert task["status"] == "ACTIVE" and task["attempt"] == 1
+
+
+def test_a_task_routed_and_claimed_in_one_claim_is_written_once(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, slots=2)
+    with app.app_context():  # no free slot: the submits leave the tasks waiting unassigned
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=2))
+        db.session.commit()
+    ids = [api.submit(personas.client)["task_id"] for _ in range(2)]
+    with app.app_context():
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=0))
+        db.session.commit()
+    with statements(app) as seen:
+        claimed = api.claim(agent_id, agent, max_tasks=2)
+    assert sorted(t["task_id"] for t in claimed) == sorted(ids)
+    # Routed (PENDING → ASSIGNED) and claimed (→ ACTIVE) in one transaction: one row write
+    # per task, and both transitions in its history.
+    assert rows_written(seen, "UPDATE tasks") == 2, [s for s, _ in seen if "UPDATE tasks" in s]
+    for task_id in ids:
+        shown = api.get(f"/ains/tasks/{task_id}", personas.client).get_json()
+        assert [e["to_status"] for e in shown["events"]] == ["PENDING", "ASSIGNED", "ACTIVE"]
+        assert shown["status"] == "ACTIVE" and shown["assigned_agent_id"] == agent_id
+
+
+def test_a_claim_leaves_a_reservation_routed_beyond_its_slots(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, slots=3)
+    with app.app_context():
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=3))
+        db.session.commit()
+    ids = [api.submit(personas.client, priority=5 - n)["task_id"] for n in range(3)]
+    with app.app_context():
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=0))
+        db.session.commit()
+    # Asks for one: routing reserves all three for it (it has three slots), the best starts.
+    [first] = api.claim(agent_id, agent, max_tasks=1)
+    assert first["task_id"] == ids[0]
+    statuses = [api.get(f"/ains/tasks/{i}", personas.client).get_json()["status"] for i in ids]
+    assert statuses == ["ACTIVE", "ASSIGNED", "ASSIGNED"]
+    assert [t["task_id"] for t in api.claim(agent_id, agent, max_tasks=2)] == ids[1:]
+
+
+def test_a_heartbeat_answers_without_reading_the_agent_back(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    url = f"/ains/agents/{agent_id}/heartbeat"
+    with statements(app) as seen:
+        response = api.post(url, agent, json={"status": "ACTIVE"})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    written = max(i for i, (sql, _) in enumerate(seen) if sql.startswith("UPDATE agents"))
+    assert not [sql for sql, _ in seen[written:] if sql.startswith("SELECT agents.")], seen
+    shown = api.get(f"/ains/agents/{agent_id}", agent).get_json()
+    assert body["last_heartbeat"] == shown["last_heartbeat"]
+    assert body["agent_status"] == shown["status"] == "AVAILABLE"
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="PostgreSQL only (set TEST_DATABASE_URL)")
+def test_batch_statements_are_converted_once(
+    app: Flask, api: Api, personas: Personas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg's conversion of a batch's long multi-row INSERTs is cached (app.extensions)."""
+    from psycopg import _queries
+
+    uncached: list[bytes] = []
+    convert = _queries._query2pg_nocache
+
+    def counting(query: bytes, *args: Any) -> Any:
+        uncached.append(query)
+        return convert(query, *args)
+
+    monkeypatch.setattr(_queries, "_query2pg_nocache", counting)
+    items = [{"task_type": "report", "capability_required": "report-v1"} for _ in range(100)]
+    for _ in range(2):
+        response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
+        assert response.status_code == 201
+    assert uncached == [], [q[:80] for q in uncached]
