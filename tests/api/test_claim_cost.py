@@ -169,12 +169,15 @@ def test_a_heartbeat_answers_without_reading_the_agent_back(
 
 
 @pytest.mark.skipif(not IS_POSTGRES, reason="PostgreSQL only (set TEST_DATABASE_URL)")
-def test_batch_statements_are_converted_once(
+def test_a_drained_batch_is_not_converted_again(
     app: Flask, api: Api, personas: Personas, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """psycopg's conversion of a batch's long multi-row INSERTs is cached (app.extensions)."""
+    """psycopg's conversion of the multi-row INSERTs of a claim and a batch completion of 32
+    tasks is cached (app.extensions.tune_psycopg): the second batch converts nothing."""
     from psycopg import _queries
 
+    agent_id, agent = api.register_agent(personas.fleet, slots=32)
+    items = [{"task_type": "report", "capability_required": "report-v1"} for _ in range(32)]
     uncached: list[bytes] = []
     convert = _queries._query2pg_nocache
 
@@ -182,9 +185,19 @@ def test_batch_statements_are_converted_once(
         uncached.append(query)
         return convert(query, *args)
 
-    monkeypatch.setattr(_queries, "_query2pg_nocache", counting)
-    items = [{"task_type": "report", "capability_required": "report-v1"} for _ in range(100)]
-    for _ in range(2):
+    for batch in range(2):
         response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
         assert response.status_code == 201
+        if batch == 1:
+            monkeypatch.setattr(_queries, "_query2pg_nocache", counting)
+        claimed = api.claim(agent_id, agent, max_tasks=32)
+        assert len(claimed) == 32
+        results = [
+            {"task_id": t["task_id"], "result": {}, "attempt": t["attempt"]} for t in claimed
+        ]
+        response = api.post(
+            f"/ains/agents/{agent_id}/tasks/complete", agent, json={"results": results}
+        )
+        assert response.status_code == 200
+        assert all(item["ok"] for item in response.get_json()["results"])
     assert uncached == [], [q[:80] for q in uncached]
