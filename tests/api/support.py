@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
 from werkzeug.test import TestResponse
 
 from app.api.schemas import ErrorOut
@@ -86,3 +86,21 @@ def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     assert parsed.tzinfo is not None, f"{value} has no offset"
     return parsed
+
+
+@contextmanager
+def sql_sent(app: Flask) -> Iterator[list[tuple[str, Any]]]:
+    """(SQL on one line, parameters) of every statement sent meanwhile; an executemany's
+    parameters are a list of sets."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        seen.append((" ".join(statement.split()), parameters))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

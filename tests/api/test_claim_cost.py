@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from app.extensions import db
 from app.models import Agent
+from tests.api.support import sql_sent
 from tests.conftest import IS_POSTGRES, Api, Personas
-
-
-@contextmanager
-def statements(app: Flask) -> Iterator[list[tuple[str, Any]]]:
-    """(SQL, parameters) of every statement sent meanwhile (a list of sets: executemany)."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        seen.append((" ".join(statement.split()), parameters))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def rows_written(seen: list[tuple[str, Any]], prefix: str) -> int:
@@ -48,7 +30,7 @@ def test_an_idle_long_poll_looks_at_the_queue_once(
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
     started = time.monotonic()
-    with statements(app) as seen:
+    with sql_sent(app) as seen:
         assert api.claim(agent_id, agent, max_tasks=1, wait_seconds=1) == []
     assert time.monotonic() - started >= 0.9  # it did wait
     # lock_assigned is the statement reading whole task rows.
@@ -97,7 +79,7 @@ def test_a_full_agent_long_poll_answers_at_once(app: Flask, api: Api, personas: 
 def test_a_claim_answers_what_it_wrote(app: Flask, api: Api, personas: Personas) -> None:
     agent_id, agent = api.register_agent(personas.fleet, slots=3)
     ids = [api.submit(personas.client, input_data={"n": n})["task_id"] for n in range(3)]
-    with statements(app) as seen:
+    with sql_sent(app) as seen:
         claimed = api.claim(agent_id, agent, max_tasks=3)
     assert sorted(t["task_id"] for t in claimed) == sorted(ids)
     last_write = max(i for i, (sql, _) in enumerate(seen) if sql.startswith("UPDATE tasks"))
@@ -121,7 +103,7 @@ def test_a_task_routed_and_claimed_in_one_claim_is_written_once(
     with app.app_context():
         db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=0))
         db.session.commit()
-    with statements(app) as seen:
+    with sql_sent(app) as seen:
         claimed = api.claim(agent_id, agent, max_tasks=2)
     assert sorted(t["task_id"] for t in claimed) == sorted(ids)
     # Routed (PENDING → ASSIGNED) and claimed (→ ACTIVE) in one transaction: one row write
@@ -157,7 +139,7 @@ def test_a_heartbeat_answers_without_reading_the_agent_back(
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
     url = f"/ains/agents/{agent_id}/heartbeat"
-    with statements(app) as seen:
+    with sql_sent(app) as seen:
         response = api.post(url, agent, json={"status": "ACTIVE"})
     assert response.status_code == 200, response.get_json()
     body = response.get_json()

@@ -2,40 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event, func, update
+from sqlalchemy import func, update
 
 from app.extensions import db
 from app.models import Agent, CapabilityRouting, Task
+from tests.api.support import sql_sent
 from tests.conftest import IS_POSTGRES, Api, Personas
 
 VALID: dict[str, Any] = {"task_type": "report", "capability_required": "report-v1"}
 
 
-@contextmanager
-def statements(app: Flask) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def test_a_batch_does_not_read_its_tasks_back(app: Flask, api: Api, personas: Personas) -> None:
     items = [{**VALID, "priority": 1 + i % 9, "input_data": {"n": i}} for i in range(100)]
-    with statements(app) as seen:
+    with sql_sent(app) as sent:
         response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
+    seen = [sql for sql, _ in sent]
     assert response.status_code == 201 and not response.get_json()["failed"]
     # No task is read back after the commit.
     assert not [s for s in seen if s.lstrip().startswith("SELECT tasks.")], seen
@@ -68,8 +52,9 @@ def test_no_routing_lock_while_every_agent_is_busy(
     with app.app_context():
         db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=1))
         db.session.commit()
-    with statements(app) as seen:
+    with sql_sent(app) as sent:
         created = api.submit(personas.client)
+    seen = [sql for sql, _ in sent]
     assert created["status"] == "PENDING"
     assert not [s for s in seen if "capability_routing" in s], seen
     with app.app_context():
