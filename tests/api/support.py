@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from werkzeug.test import TestResponse
 
 from app.api.schemas import ErrorOut
@@ -104,3 +104,11 @@ def sql_sent(app: Flask) -> Iterator[list[tuple[str, Any]]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def set_active_tasks(app: Flask, agent_id: str, count: int) -> None:
+    """Make the agent hold ``count`` running tasks as far as routing sees (a full agent
+    leaves submits waiting unassigned)."""
+    with app.app_context():
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=count))
+        db.session.commit()

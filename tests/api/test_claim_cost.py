@@ -8,11 +8,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import update
 
-from app.extensions import db
-from app.models import Agent
-from tests.api.support import sql_sent
+from tests.api.support import set_active_tasks, sql_sent
 from tests.conftest import IS_POSTGRES, Api, Personas
 
 
@@ -96,13 +93,10 @@ def test_a_task_routed_and_claimed_in_one_claim_is_written_once(
     app: Flask, api: Api, personas: Personas
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet, slots=2)
-    with app.app_context():  # no free slot: the submits leave the tasks waiting unassigned
-        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=2))
-        db.session.commit()
+    # No free slot: the submits leave the tasks waiting unassigned.
+    set_active_tasks(app, agent_id, 2)
     ids = [api.submit(personas.client)["task_id"] for _ in range(2)]
-    with app.app_context():
-        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=0))
-        db.session.commit()
+    set_active_tasks(app, agent_id, 0)
     with sql_sent(app) as seen:
         claimed = api.claim(agent_id, agent, max_tasks=2)
     assert sorted(t["task_id"] for t in claimed) == sorted(ids)
@@ -119,13 +113,9 @@ def test_a_claim_leaves_a_reservation_routed_beyond_its_slots(
     app: Flask, api: Api, personas: Personas
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet, slots=3)
-    with app.app_context():
-        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=3))
-        db.session.commit()
+    set_active_tasks(app, agent_id, 3)
     ids = [api.submit(personas.client, priority=5 - n)["task_id"] for n in range(3)]
-    with app.app_context():
-        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=0))
-        db.session.commit()
+    set_active_tasks(app, agent_id, 0)
     # Asks for one: routing reserves all three for it (it has three slots), the best starts.
     [first] = api.claim(agent_id, agent, max_tasks=1)
     assert first["task_id"] == ids[0]

@@ -9,7 +9,7 @@ from sqlalchemy import func, update
 
 from app.extensions import db
 from app.models import Agent, CapabilityRouting, Task
-from tests.api.support import sql_sent
+from tests.api.support import set_active_tasks, sql_sent
 from tests.conftest import IS_POSTGRES, Api, Personas
 
 VALID: dict[str, Any] = {"task_type": "report", "capability_required": "report-v1"}
@@ -49,9 +49,7 @@ def test_no_routing_lock_while_every_agent_is_busy(
     app: Flask, api: Api, personas: Personas
 ) -> None:
     agent_id, _ = api.register_agent(personas.fleet, slots=1)
-    with app.app_context():
-        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=1))
-        db.session.commit()
+    set_active_tasks(app, agent_id, 1)
     with sql_sent(app) as sent:
         created = api.submit(personas.client)
     seen = [sql for sql, _ in sent]
