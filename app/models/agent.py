@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -57,7 +67,17 @@ class Agent(db.Model):
 
     @property
     def capability_names(self) -> list[str]:
-        return [c.name for c in self.capabilities]
+        """The names, sorted: from the capabilities if loaded, else read alone (a claim or a
+        heartbeat needs only these, not the schemas and prices of whole rows)."""
+        if "capabilities" not in inspect(self).unloaded:
+            return [c.name for c in self.capabilities]
+        return list(
+            db.session.scalars(
+                select(Capability.name)
+                .where(Capability.agent_id == self.id)
+                .order_by(Capability.name)
+            )
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

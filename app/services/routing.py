@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -48,6 +48,7 @@ from app.models import (
     Role,
     Task,
     TaskAttempt,
+    TaskEvent,
     TaskStatus,
 )
 from app.services import audit
@@ -394,7 +395,11 @@ def routable(capability: str, now: datetime) -> Any:
 
 
 def route_capability(
-    capability: str, now: datetime, *, avoid: dict[str, str] | None = None
+    capability: str,
+    now: datetime,
+    *,
+    avoid: dict[str, str] | None = None,
+    unwritten: Sequence[Task] = (),
 ) -> list[tuple[str, str]]:
     """Assign the capability's claimable tasks, in queue order, while slots are free.
 
@@ -402,6 +407,10 @@ def route_capability(
     When no agent of the capability could take a task (none, or none available, fresh and
     with a slot its running tasks leave free), nothing is locked: a submit while every agent
     is busy costs one read instead of the lock and the survey.
+
+    ``unwritten``: claimable tasks of this capability added to the session but not yet
+    inserted (see ``route_recorded``); they take their place in the queue beside the ones
+    read from the database, and one routed here is inserted already ASSIGNED.
     """
     if not could_take(capability, now):
         return []
@@ -419,6 +428,8 @@ def route_capability(
             .with_for_update(skip_locked=True)
         )
     )
+    if unwritten:
+        tasks = sorted([*tasks, *unwritten], key=lambda t: t.queue_key)[:limit]
     if not tasks:
         return []
     faults = failed_agents([t.id for t in tasks if t.attempt > 0])
@@ -454,32 +465,71 @@ def route_capability(
     return made
 
 
-def route(capabilities: Iterable[str], now: datetime, **kwargs: Any) -> list[tuple[str, str]]:
+def route(
+    capabilities: Iterable[str],
+    now: datetime,
+    *,
+    avoid: dict[str, str] | None = None,
+    unwritten: dict[str, list[Task]] | None = None,
+) -> list[tuple[str, str]]:
     """Route several capabilities (their rows locked in name order); the winners are woken
     once the transaction commits."""
     made: list[tuple[str, str]] = []
     for capability in sorted(set(capabilities)):
-        made += route_capability(capability, now, **kwargs)
+        fresh = (unwritten or {}).get(capability, ())
+        made += route_capability(capability, now, avoid=avoid, unwritten=fresh)
     if made:
         db.session.info.setdefault(WINNERS, []).extend(agent for _, agent in made)
     return made
 
 
 def route_recorded(session: Session) -> None:
-    """Before commit: route the capabilities of the tasks made claimable in the transaction."""
+    """Before commit: route the capabilities of the tasks made claimable in the transaction.
+
+    When they are all new tasks not yet inserted, and the transaction has written nothing
+    else routing reads (a submit, a batch), they are routed before their INSERT, with
+    autoflush off: a routed one is inserted ASSIGNED, its row written once instead of
+    inserted PENDING and updated.
+    """
     recorded = session.info.pop(ROUTABLE_TASKS, None)
     avoid = session.info.pop(AVOID, None)
     if not recorded:
         return
     now = max(at for _, at in recorded)
-    capabilities = {
-        task.capability_required
+    claimable = {
+        id(task): task
         for task, _ in recorded
         if task.status == TaskStatus.PENDING
         and (task.next_retry_at is None or task.next_retry_at <= now)
     }
-    if capabilities:
+    if not claimable:
+        return
+    capabilities = {task.capability_required for task in claimable.values()}
+    unwritten = routable_unwritten(session, list(claimable.values()), now)
+    if unwritten is None:
         route(capabilities, now, avoid=avoid)
+        return
+    with session.no_autoflush:
+        route(capabilities, now, avoid=avoid, unwritten=unwritten)
+
+
+def routable_unwritten(
+    session: Session, claimable: list[Task], now: datetime
+) -> dict[str, list[Task]] | None:
+    """The claimable tasks by capability, if every one is new (added, not yet inserted)
+    and nothing routing reads waits to be flushed: the session's other pending writes are
+    only new tasks and their events. None otherwise (route them the ordinary way)."""
+    if session.dirty or session.deleted:
+        return None
+    if any(not isinstance(obj, (Task, TaskEvent)) for obj in session.new):
+        return None
+    found: dict[str, list[Task]] = {}
+    for task in claimable:
+        if not inspect(task).pending:
+            return None
+        if task.expires_at is None or task.expires_at > now:
+            found.setdefault(task.capability_required, []).append(task)
+    return found
 
 
 def winners_committed(session: Session) -> list[str]:

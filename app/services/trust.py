@@ -306,15 +306,14 @@ def on_attempts_completed(
     (attempts.release_slots), so a batch of completions costs one read and one write of
     the agent. None when the agent row is gone.
     """
-    agent = db.session.scalars(
-        db.select(Agent)
+    row = db.session.execute(
+        db.select(Agent.trust_score)
         .where(Agent.id == agent_id)
         .with_for_update(key_share=True)  # see principal.require_agent
-        .execution_options(populate_existing=True)
     ).first()
-    if agent is None:
+    if row is None:
         return None
-    score = agent.trust_score if agent.trust_score is not None else INITIAL_SCORE
+    score = row.trust_score if row.trust_score is not None else INITIAL_SCORE
     records = []
     for task in tasks:
         after = round(min(1.0, max(0.0, score + COMPLETED_DELTA)), SCORE_DECIMALS)
