@@ -128,8 +128,8 @@ def heartbeat(principal: Principal, agent_id: str, body: Heartbeat) -> dict[str,
     roles=("agent",),
 )
 def claim(principal: Principal, agent_id: str, body: ClaimRequest) -> dict[str, Any]:
-    tasks = dispatch.claim_tasks_waiting(principal, agent_id, body.max_tasks, body.wait_seconds)
-    return {"tasks": [t.to_dict() for t in tasks], **dispatch.claim_notices(agent_id)}
+    found = dispatch.claim_tasks_waiting(principal, agent_id, body.max_tasks, body.wait_seconds)
+    return {"tasks": [t.to_dict() for t in found.tasks], **(found.notices or {})}
 
 
 @endpoint(

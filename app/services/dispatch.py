@@ -377,7 +377,18 @@ def claim_tasks(
     that finds such work (and room for it, or reservations queued behind it) routes it
     first, which may hand some of it to better candidates, who are woken.
     """
-    return claim_or_full(principal, agent_id, max_tasks, now=now)[0]
+    return claim_or_full(principal, agent_id, max_tasks, now=now).tasks
+
+
+@dataclass
+class ClaimPass:
+    """One look at the queue for a claim: the tasks started, whether the agent had no free
+    slot, and (when the pass ends the claim: tasks, or full) its stop notices, read in the
+    same transaction."""
+
+    tasks: list[Task]
+    full: bool = False
+    notices: dict[str, list[str]] | None = None
 
 
 def claim_or_full(
@@ -386,7 +397,7 @@ def claim_or_full(
     max_tasks: int,
     *,
     now: datetime | None = None,
-) -> tuple[list[Task], bool]:
+) -> ClaimPass:
     """``claim_tasks``, and whether the agent had no free slot (nothing can be routed to it
     until it reports a result, so a long poll need not wait)."""
     pinned = now is not None
@@ -400,8 +411,9 @@ def claim_or_full(
     slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
     capabilities = agent.capability_names
     if slots <= 0:
+        notices = stop_notices(agent.id, now)
         db.session.rollback()
-        return [], True
+        return ClaimPass([], full=True, notices=notices)
     tasks = lock_assigned(agent.id, slots, now)
     waiting = routing.best_waiting(capabilities, now)
     if waiting is not None and (len(tasks) < slots or waiting < tasks[-1].queue_key):
@@ -413,7 +425,7 @@ def claim_or_full(
         tasks = reserved(agent.id, tasks, made, slots)
     if not tasks:
         db.session.commit()  # keeps what routing decided for the others
-        return [], False
+        return ClaimPass([])
     tasks.sort(key=lambda t: t.queue_key)
     actor = f"agent:{agent.id}"
     # Stamp the claim after the rows are locked: a task is visible only once its submit
@@ -429,10 +441,11 @@ def claim_or_full(
             data={"attempt": task.attempt},
         )
     agent.active_tasks += len(tasks)
+    notices = stop_notices(agent.id, now)
     # The rows were read under lock and every change is made here: the answer shows them as
     # written, with no read-back (as submits do).
     commit_keeping_state()
-    return tasks, False
+    return ClaimPass(tasks, notices=notices)
 
 
 def claim_tasks_waiting(
@@ -442,31 +455,36 @@ def claim_tasks_waiting(
     wait_seconds: float,
     *,
     clock: Callable[[], float] = time.monotonic,
-) -> list[Task]:
-    """Long poll: return as soon as tasks are claimed, or empty after ``wait_seconds``.
+) -> ClaimPass:
+    """Long poll: return as soon as tasks are claimed, or empty after ``wait_seconds``;
+    with the agent's stop notices.
 
     The agent's wake-up tokens are dropped before each look at the database: a task routed
     to it after the look pushes its token after the drop, so the wait that follows sees it.
     An idle poll therefore costs one claim and one wait; one that ends at its timeout with
     no token does not look again (a token Redis lost only delays the task to the next
     poll, which looks first). A full agent answers at once (nothing can be routed to it),
-    as does a process shutting down (``wakeups.closing``).
+    as does a process shutting down (``wakeups.closing``). The notices come from the last
+    look's transaction when it found tasks or a full agent, else from one read at the end.
     """
     deadline = clock() + wait_seconds
     if wait_seconds <= 0 or wakeups.closing.is_set():
-        return claim_tasks(principal, agent_id, max_tasks)
-    wakeups.clear(agent_id)
-    tasks, full = claim_or_full(principal, agent_id, max_tasks)
-    while not (tasks or full or wakeups.closing.is_set()):
-        remaining = deadline - clock()
-        if remaining <= 0:
-            break
-        woken = wakeups.wait(agent_id, remaining)
-        if not woken and deadline - clock() <= 0:
-            break  # timed out with no token
+        found = claim_or_full(principal, agent_id, max_tasks)
+    else:
         wakeups.clear(agent_id)
-        tasks, full = claim_or_full(principal, agent_id, max_tasks)
-    return tasks
+        found = claim_or_full(principal, agent_id, max_tasks)
+        while not (found.tasks or found.full or wakeups.closing.is_set()):
+            remaining = deadline - clock()
+            if remaining <= 0:
+                break
+            woken = wakeups.wait(agent_id, remaining)
+            if not woken and deadline - clock() <= 0:
+                break  # timed out with no token
+            wakeups.clear(agent_id)
+            found = claim_or_full(principal, agent_id, max_tasks)
+    if found.notices is None:
+        found.notices = claim_notices(agent_id)
+    return found
 
 
 def claim_notices(agent_id: str) -> dict[str, list[str]]:
