@@ -409,18 +409,17 @@ def claim_or_full(
         db.session.rollback()
         raise Conflict(f"agent {agent_id!r} is INACTIVE: send a heartbeat before claiming")
     slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
-    capabilities = agent.capability_names
     if slots <= 0:
         notices = stop_notices(agent.id, now)
         db.session.rollback()
         return ClaimPass([], full=True, notices=notices)
     tasks = lock_assigned(agent.id, slots, now)
-    waiting = routing.best_waiting(capabilities, now)
+    waiting = routing.best_waiting_for(agent.id, now)
     if waiting is not None and (len(tasks) < slots or waiting < tasks[-1].queue_key):
         # Work waits unassigned, or better work than this agent's reservations: give those
         # back and route again in queue order, so no task starts before a better one.
         routing.give_back(agent.id, waiting, now)
-        made = routing.route(capabilities, now)
+        made = routing.route(agent.capability_names, now)
         db.session.info.pop(ROUTABLE_TASKS, None)  # routed just now: no second pass at commit
         tasks = reserved(agent.id, tasks, made, slots)
     if not tasks:

@@ -559,6 +559,19 @@ def best_waiting(capabilities: Sequence[str], now: datetime) -> int | None:
     return db.session.scalars(query).first()
 
 
+def best_waiting_for(agent_id: str, now: datetime) -> int | None:
+    """``best_waiting`` over the agent's capabilities, named in the same statement (a
+    claim needs the names only when something waits)."""
+    names = db.select(Capability.name).where(Capability.agent_id == agent_id)
+    query = (
+        db.select(Task.queue_key)
+        .where(*waiting_now(now), Task.capability_required.in_(names.scalar_subquery()))
+        .order_by(Task.queue_key)
+        .limit(1)
+    )
+    return db.session.scalars(query).first()
+
+
 def has_backlog(capabilities: Sequence[str], now: datetime) -> bool:
     """Is any unassigned task of these capabilities claimable now?"""
     return best_waiting(capabilities, now) is not None

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 
+from app.extensions import db
 from tests.api.support import set_active_tasks, sql_sent
 from tests.conftest import IS_POSTGRES, Api, Personas
 
@@ -173,3 +175,37 @@ def test_a_drained_batch_is_not_converted_again(
         assert response.status_code == 200
         assert all(item["ok"] for item in response.get_json()["results"])
     assert uncached == [], [q[:80] for q in uncached]
+
+
+def test_a_claim_reads_its_stop_notices_before_it_commits(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, slots=2)
+    running = api.submit(personas.client)["task_id"]
+    assert [t["task_id"] for t in api.claim(agent_id, agent, max_tasks=1)] == [running]
+    asked = api.post(f"/ains/tasks/{running}/cancel", personas.client, json={"reason": "stop"})
+    assert asked.status_code < 300, asked.get_json()
+    fresh = api.submit(personas.client)["task_id"]
+    with app.app_context():
+        engine = db.engine
+    with sql_sent(app) as seen:
+
+        def committed(_conn: Any) -> None:
+            seen.append(("COMMIT", None))
+
+        event.listen(engine, "commit", committed)
+        try:
+            response = api.post(
+                f"/ains/agents/{agent_id}/tasks/claim", agent, json={"max_tasks": 1}
+            )
+        finally:
+            event.remove(engine, "commit", committed)
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert [t["task_id"] for t in body["tasks"]] == [fresh]
+    assert body["cancelled_task_ids"] == [running] and body["stop_task_ids"] == [running]
+    sql = [s for s, _ in seen]
+    notices = [i for i, s in enumerate(sql) if "UNION ALL" in s]
+    claim_commit = sql.index("COMMIT", max(i for i, s in enumerate(sql) if s.startswith("UPDATE")))
+    # One read of the notices, inside the claim's transaction (no second one after it).
+    assert len(notices) == 1 and notices[0] < claim_commit, sql

@@ -65,3 +65,58 @@ def test_no_routing_lock_while_every_agent_is_busy(
     with app.app_context():
         first = db.session.get(Task, created["task_id"])
         assert first.status == "ASSIGNED" and first.assigned_agent_id == agent_id
+
+
+def test_a_task_routed_by_its_own_submit_is_written_once(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, _ = api.register_agent(personas.fleet)
+    with sql_sent(app) as sent:
+        created = api.submit(personas.client)
+    seen = [sql for sql, _ in sent]
+    assert created["status"] == "ASSIGNED" and created["assigned_agent_id"] == agent_id
+    # Routed before its INSERT: the row goes in ASSIGNED and is never updated.
+    assert len([s for s in seen if s.startswith("INSERT INTO tasks")]) == 1, seen
+    assert not [s for s in seen if s.startswith("UPDATE tasks")], seen
+    # No webhook exists: one cheap look, no query for whole webhook rows.
+    assert not [s for s in seen if s.startswith("SELECT webhooks.id, webhooks.")], seen
+    shown = api.get(f"/ains/tasks/{created['task_id']}", personas.client).get_json()
+    assert {k: shown[k] for k in created} == created
+    moves = [(e["from_status"], e["to_status"]) for e in shown["events"]]
+    assert moves == [(None, "PENDING"), ("PENDING", "ASSIGNED")]
+    assert shown["events"][1]["data"]["routing"]["winner"] == agent_id
+    with app.app_context():
+        stored = db.session.get(Task, created["task_id"])
+        assert stored.status == "ASSIGNED" and stored.assigned_agent_id == agent_id
+
+
+def test_a_batch_routed_before_its_insert_keeps_queue_order_with_older_tasks(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    first, _ = api.register_agent(personas.fleet, slots=1, name="first")
+    second, _ = api.register_agent(personas.fleet, slots=1, name="second")
+    set_active_tasks(app, first, 1)
+    set_active_tasks(app, second, 1)
+    older = api.submit(personas.client, priority=7)  # waits: both agents were full
+    assert older["status"] == "PENDING"
+    set_active_tasks(app, first, 0)
+    set_active_tasks(app, second, 0)
+    items = [{**VALID, "priority": p} for p in (1, 9, 5)]
+    with sql_sent(app) as sent:
+        response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
+    assert response.status_code == 201, response.get_json()
+    status = {item["index"]: item["status"] for item in response.get_json()["submitted"]}
+    # Two free slots, queue order across the database and the batch: priority 9 (new),
+    # then 7 (the older task, read from the database); 5 and 1 wait.
+    assert status == {0: "PENDING", 1: "ASSIGNED", 2: "PENDING"}
+    shown = api.get(f"/ains/tasks/{older['task_id']}", personas.client).get_json()
+    assert shown["status"] == "ASSIGNED"
+    # Only the older task's row is updated; the batch's rows are inserted as routed.
+    updates = [params for sql, params in sent if sql.startswith("UPDATE tasks")]
+    rows = sum(len(p) if isinstance(p, list) else 1 for p in updates)  # a list: executemany
+    assert rows == 1, updates
+    with app.app_context():
+        holders = set(
+            db.session.scalars(db.select(Task.assigned_agent_id).where(Task.status == "ASSIGNED"))
+        )
+        assert holders == {first, second}
