@@ -155,8 +155,12 @@ def record_heartbeat(
     agent.metrics = metrics
     agent.updated_at = now
     notices = stop_notices(agent.id, now)
-    if agent.status == AgentStatus.AVAILABLE:
-        routing.route_waiting(agent.capability_names, now)
+    # Work waiting unassigned is routed (the names are read only then).
+    waiting = agent.status == AgentStatus.AVAILABLE and (
+        routing.best_waiting_for(agent.id, now) is not None
+    )
+    if waiting:
+        routing.route(agent.capability_names, now)
     ains_metrics.count("ains_agent_heartbeats_total")
     # Built before the commit, which expires the agent: reading it after would read it back.
     answer = {

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import false, null, tuple_, union_all, update
+from sqlalchemy import bindparam, false, null, tuple_, union_all, update
+from sqlalchemy.orm.util import identity_key
 
 from app.extensions import db
 from app.lib.clock import isoformat
@@ -76,22 +77,31 @@ def close_attempt(
     close_attempts([task], outcome, actor=actor, now=now, error=error)
 
 
+# The WHERE clauses built once; each call adds its values.
+CLOSE_ATTEMPT = update(TaskAttempt).where(
+    TaskAttempt.task_id == bindparam("b_task_id"),
+    TaskAttempt.number == bindparam("b_number"),
+    TaskAttempt.outcome == AttemptOutcome.RUNNING,
+)
+CLOSE_ATTEMPTS = update(TaskAttempt).where(
+    tuple_(TaskAttempt.task_id, TaskAttempt.number).in_(bindparam("pairs", expanding=True)),
+    TaskAttempt.outcome == AttemptOutcome.RUNNING,
+)
+
+
 def close_attempts(
     tasks: Sequence[Task], outcome: str, *, actor: str, now: datetime, error: str | None = None
 ) -> None:
     """End the current attempt rows of these tasks (those still open) in one UPDATE."""
     if not tasks:
         return
+    values = {"outcome": outcome, "ended_at": now, "error": error, "ended_by": actor}
     if len(tasks) == 1:
-        current = (TaskAttempt.task_id == tasks[0].id) & (TaskAttempt.number == tasks[0].attempt)
+        params = {"b_task_id": tasks[0].id, "b_number": tasks[0].attempt}
+        db.session.execute(CLOSE_ATTEMPT.values(**values), params)
     else:
         pairs = [(task.id, task.attempt) for task in tasks]
-        current = tuple_(TaskAttempt.task_id, TaskAttempt.number).in_(pairs)
-    db.session.execute(
-        update(TaskAttempt)
-        .where(current, TaskAttempt.outcome == AttemptOutcome.RUNNING)
-        .values(outcome=outcome, ended_at=now, error=error, ended_by=actor)
-    )
+        db.session.execute(CLOSE_ATTEMPTS.values(**values), {"pairs": pairs})
 
 
 def release_slot(
@@ -139,7 +149,17 @@ def release_slots(
         values["total_tasks_failed"] = Agent.total_tasks_failed + failed
     if trust_score is not None:
         values["trust_score"] = trust_score
-    db.session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
+    # No synchronising of the session (the ORM's costliest part of this statement): the
+    # agent row, if loaded, has these attributes expired instead, to be read again if used.
+    db.session.execute(
+        update(Agent)
+        .where(Agent.id == agent_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    held = db.session.identity_map.get(identity_key(Agent, agent_id))
+    if held is not None:
+        db.session.expire(held, list(values))
 
 
 def stop_running(task: Task) -> str | None:
@@ -307,6 +327,17 @@ def record_cancellation(task: Task, *, actor: str, now: datetime, reason: str) -
         release_slot(agent_id, completed=False, failed=False, run_seconds=None, now=now)
 
 
+# Built once (every heartbeat runs one): the agent's running tasks, locked, skipping those
+# a report holds; and the same among the ids the agent names.
+_RUNNING = db.select(Task.id).where(
+    Task.assigned_agent_id == bindparam("agent_id"), Task.status == TaskStatus.ACTIVE
+)
+RUNNING_LOCKED = _RUNNING.with_for_update(skip_locked=True)
+RUNNING_AMONG_LOCKED = _RUNNING.where(
+    Task.id.in_(bindparam("ids", expanding=True))
+).with_for_update(skip_locked=True)
+
+
 def renew_leases(agent_id: str, now: datetime, task_ids: Sequence[str] | None = None) -> None:
     """A sign of life: push back the lease of the agent's running tasks.
 
@@ -315,20 +346,36 @@ def renew_leases(agent_id: str, now: datetime, task_ids: Sequence[str] | None = 
     is taken back. Rows locked by a report in flight are skipped (that report ends them),
     so this never waits on a task lock: locks are taken task first, agent second.
     """
-    running = db.select(Task.id).where(
-        Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE
-    )
-    if task_ids is not None:
-        if not task_ids:
-            return
-        running = running.where(Task.id.in_(task_ids))
-    ids = list(db.session.scalars(running.with_for_update(skip_locked=True)))
+    if task_ids is None:
+        ids = list(db.session.scalars(RUNNING_LOCKED, {"agent_id": agent_id}))
+    elif not task_ids:
+        return
+    else:
+        params = {"agent_id": agent_id, "ids": list(task_ids)}
+        ids = list(db.session.scalars(RUNNING_AMONG_LOCKED, params))
     if ids:
         db.session.execute(
             update(Task)
             .where(Task.id.in_(ids))
             .values(lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
         )
+
+
+# One statement, built once (every claim answer and heartbeat runs it): the agent's
+# running tasks (with whether a cancel was asked), then the attempts the server ended
+# lately (with their outcome).
+STOP_NOTICES = union_all(
+    db.select(
+        Task.id.label("task_id"),
+        Task.cancel_requested_at.is_not(None).label("asked"),
+        null().label("outcome"),
+    ).where(Task.assigned_agent_id == bindparam("agent_id"), Task.status == TaskStatus.ACTIVE),
+    db.select(TaskAttempt.task_id, false(), TaskAttempt.outcome).where(
+        TaskAttempt.agent_id == bindparam("agent_id"),
+        TaskAttempt.ended_at > bindparam("since"),
+        TaskAttempt.outcome.in_(AttemptOutcome.SERVER_ENDED),
+    ),
+)
 
 
 def stop_notices(agent_id: str, now: datetime) -> dict[str, list[str]]:
@@ -340,22 +387,7 @@ def stop_notices(agent_id: str, now: datetime) -> dict[str, list[str]]:
     does not lose the notice; an agent ignores ids it is not running.
     """
     since = now - timedelta(seconds=settings.stop_notice_seconds)
-    # One statement: the agent's running tasks (with whether a cancel was asked), then the
-    # attempts the server ended lately (with their outcome).
-    rows = db.session.execute(
-        union_all(
-            db.select(
-                Task.id.label("task_id"),
-                Task.cancel_requested_at.is_not(None).label("asked"),
-                null().label("outcome"),
-            ).where(Task.assigned_agent_id == agent_id, Task.status == TaskStatus.ACTIVE),
-            db.select(TaskAttempt.task_id, false(), TaskAttempt.outcome).where(
-                TaskAttempt.agent_id == agent_id,
-                TaskAttempt.ended_at > since,
-                TaskAttempt.outcome.in_(AttemptOutcome.SERVER_ENDED),
-            ),
-        )
-    ).all()
+    rows = db.session.execute(STOP_NOTICES, {"agent_id": agent_id, "since": since}).all()
     running = [(tid, asked) for tid, asked, outcome in rows if outcome is None]
     requested = {tid for tid, asked in running if asked}
     # A task taken back and claimed again by this same agent runs under a new attempt:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -321,26 +322,29 @@ def submit_batch(
     return outcome
 
 
+LOCK_ASSIGNED = (
+    db.select(Task)
+    .where(
+        Task.status == TaskStatus.ASSIGNED,
+        Task.assigned_agent_id == bindparam("agent_id"),
+        (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
+    )
+    .order_by(Task.queue_key)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+
+
 def lock_assigned(agent_id: str, limit: int, now: datetime) -> list[Task]:
     """Up to ``limit`` tasks routed to this agent, locked, in queue order.
 
     SKIP LOCKED: a task being cancelled or routed again right now is left to that writer.
+    (The statement is built once: a claim runs it on every look.)
     """
     if limit <= 0:
         return []
-    return list(
-        db.session.scalars(
-            db.select(Task)
-            .where(
-                Task.status == TaskStatus.ASSIGNED,
-                Task.assigned_agent_id == agent_id,
-                (Task.expires_at.is_(None)) | (Task.expires_at > now),
-            )
-            .order_by(Task.queue_key)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    params = {"agent_id": agent_id, "now": now, "limit": limit}
+    return list(db.session.scalars(LOCK_ASSIGNED, params))
 
 
 def reserved(

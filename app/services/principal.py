@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
+
 from app.extensions import db
 from app.models import Agent, Role, Task
 from app.services.errors import NotFound, NotPermitted
@@ -94,16 +96,19 @@ def visible_agent(principal: Principal, agent_id: str) -> Agent:
     return agent
 
 
+# Built once: every agent call loads its agent.
+AGENT_BY_ID = db.select(Agent).where(Agent.id == bindparam("agent_id"))
+# FOR NO KEY UPDATE: excludes other writers of the row, but not the key-share locks
+# foreign-key checks take (a router assigning a task to this agent), which FOR UPDATE
+# would block: that wait closed a deadlock cycle with the capability routing lock.
+AGENT_LOCKED = AGENT_BY_ID.with_for_update(key_share=True)
+
+
 def require_agent(principal: Principal, agent_id: str, *, lock: bool = False) -> Agent:
     """Load an agent the principal acts for; others are 404 so ids do not leak."""
     principal.require_role(Role.AGENT)
-    query = db.select(Agent).where(Agent.id == agent_id)
-    if lock:
-        # FOR NO KEY UPDATE: excludes other writers of the row, but not the key-share locks
-        # foreign-key checks take (a router assigning a task to this agent), which FOR UPDATE
-        # would block: that wait closed a deadlock cycle with the capability routing lock.
-        query = query.with_for_update(key_share=True)
-    agent = db.session.scalars(query).first()
+    query = AGENT_LOCKED if lock else AGENT_BY_ID
+    agent = db.session.scalars(query, {"agent_id": agent_id}).first()
     if agent is None or not principal.acts_for(agent):
         raise NotFound(f"agent {agent_id!r} not found")
     return agent

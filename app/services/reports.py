@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam
+
 from app.extensions import db
 from app.lib.clock import utcnow
 from app.models import Agent, Role, Task, TaskAttempt, TaskStatus
@@ -183,6 +185,20 @@ class ItemOutcome:
         return self.error is None
 
 
+# Built once (every batch completion runs it): the agent's running tasks among ``ids``,
+# locked in (created_at, id) order.
+RUNNING_FOR_AGENT_LOCKED = (
+    db.select(Task)
+    .where(
+        Task.id.in_(bindparam("ids", expanding=True)),
+        Task.status == TaskStatus.ACTIVE,
+        Task.assigned_agent_id == bindparam("agent_id"),
+    )
+    .order_by(Task.created_at, Task.id)
+    .with_for_update()
+)
+
+
 def complete_tasks(
     principal: Principal,
     agent_id: str,
@@ -222,14 +238,7 @@ def complete_tasks(
     locked = {
         task.id: task
         for task in db.session.scalars(
-            db.select(Task)
-            .where(
-                Task.id.in_(list(first)),
-                Task.status == TaskStatus.ACTIVE,
-                Task.assigned_agent_id == agent.id,
-            )
-            .order_by(Task.created_at, Task.id)
-            .with_for_update()
+            RUNNING_FOR_AGENT_LOCKED, {"ids": list(first), "agent_id": agent.id}
         )
     }
     tasks = dict(locked)

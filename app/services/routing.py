@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, inspect
+from sqlalchemy import bindparam, func, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -244,33 +244,54 @@ CHOOSERS = {
 # --- who can take a task -----------------------------------------------------------------
 
 
+# The hot statements of a routing pass, built once and bound per call (building a
+# statement costs about as much as running it).
+_ASSIGNED_TO_AGENT = (
+    db.select(func.count())
+    .where(Task.status == TaskStatus.ASSIGNED, Task.assigned_agent_id == Agent.id)
+    .correlate(Agent)
+    .scalar_subquery()
+)
+SURVEY = (
+    db.select(
+        Agent.id,
+        Agent.display_name,
+        Agent.status,
+        Agent.last_heartbeat,
+        Agent.max_concurrent_tasks,
+        Agent.active_tasks,
+        Agent.trust_score,
+        Agent.avg_completion_time_seconds,
+        Agent.total_tasks_completed,
+        _ASSIGNED_TO_AGENT.label("assigned"),
+    )
+    .join(Capability, Capability.agent_id == Agent.id)
+    .where(Capability.name == bindparam("capability"))
+)
+COULD_TAKE = (
+    db.select(Agent.id)
+    .join(Capability, Capability.agent_id == Agent.id)
+    .where(
+        Capability.name == bindparam("capability"),
+        Agent.status == AgentStatus.AVAILABLE,
+        Agent.last_heartbeat >= bindparam("fresh_after"),
+        Agent.active_tasks < Agent.max_concurrent_tasks,
+    )
+    .limit(1)
+)
+ROUTING_STATE = (
+    db.select(CapabilityRouting)
+    .where(CapabilityRouting.capability == bindparam("capability"))
+    .with_for_update()
+)
+
+
 def survey(capability: str, now: datetime) -> list[Candidate]:
     """Every agent with the capability, with what it holds (ASSIGNED + ACTIVE), read in one
     statement so the two counts are from the same moment (a claim moves a task from one to
     the other)."""
     fresh_after = now - timedelta(seconds=settings.lease_seconds)
-    assigned = (
-        db.select(func.count())
-        .where(Task.status == TaskStatus.ASSIGNED, Task.assigned_agent_id == Agent.id)
-        .correlate(Agent)
-        .scalar_subquery()
-    )
-    rows = db.session.execute(
-        db.select(
-            Agent.id,
-            Agent.display_name,
-            Agent.status,
-            Agent.last_heartbeat,
-            Agent.max_concurrent_tasks,
-            Agent.active_tasks,
-            Agent.trust_score,
-            Agent.avg_completion_time_seconds,
-            Agent.total_tasks_completed,
-            assigned.label("assigned"),
-        )
-        .join(Capability, Capability.agent_id == Agent.id)
-        .where(Capability.name == capability)
-    ).all()
+    rows = db.session.execute(SURVEY, {"capability": capability}).all()
     return [
         Candidate(
             agent_id=r.id,
@@ -292,20 +313,8 @@ def could_take(capability: str, now: datetime) -> bool:
     slot its running tasks leave free. One indexed read, no lock: its assigned tasks only
     add to an agent's load, so False is certain as of the read."""
     fresh_after = now - timedelta(seconds=settings.lease_seconds)
-    return (
-        db.session.execute(
-            db.select(Agent.id)
-            .join(Capability, Capability.agent_id == Agent.id)
-            .where(
-                Capability.name == capability,
-                Agent.status == AgentStatus.AVAILABLE,
-                Agent.last_heartbeat >= fresh_after,
-                Agent.active_tasks < Agent.max_concurrent_tasks,
-            )
-            .limit(1)
-        ).first()
-        is not None
-    )
+    params = {"capability": capability, "fresh_after": fresh_after}
+    return db.session.execute(COULD_TAKE, params).first() is not None
 
 
 def narrow(pool: list[Candidate], avoid: set[str]) -> list[Candidate]:
@@ -358,14 +367,14 @@ def decision_data(decision: Decision, candidates: Sequence[Candidate]) -> dict[s
 
 def lock_state(capability: str) -> CapabilityRouting:
     """The capability's routing row, created if missing, locked until commit."""
+    state = db.session.scalars(ROUTING_STATE, {"capability": capability}).first()
+    if state is not None:
+        return state
     query = (
         db.select(CapabilityRouting)
         .where(CapabilityRouting.capability == capability)
         .with_for_update()
     )
-    state = db.session.scalars(query).first()
-    if state is not None:
-        return state
     dialect = db.session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     db.session.execute(
@@ -394,6 +403,20 @@ def routable(capability: str, now: datetime) -> Any:
     return db.select(Task).where(*waiting_now(now), Task.capability_required == capability)
 
 
+ROUTABLE_LOCKED = (
+    db.select(Task)
+    .where(
+        Task.status == TaskStatus.PENDING,
+        (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= bindparam("now")),
+        (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
+        Task.capability_required == bindparam("capability"),
+    )
+    .order_by(Task.queue_key)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+
+
 def route_capability(
     capability: str,
     now: datetime,
@@ -420,14 +443,8 @@ def route_capability(
     if not pool:
         return []
     limit = min(sum(c.free for c in pool), ROUTE_BATCH)
-    tasks = list(
-        db.session.scalars(
-            routable(capability, now)
-            .order_by(Task.queue_key)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    params = {"capability": capability, "now": now, "limit": limit}
+    tasks = list(db.session.scalars(ROUTABLE_LOCKED, params))
     if unwritten:
         tasks = sorted([*tasks, *unwritten], key=lambda t: t.queue_key)[:limit]
     if not tasks:
@@ -518,8 +535,18 @@ def routable_unwritten(
 ) -> dict[str, list[Task]] | None:
     """The claimable tasks by capability, if every one is new (added, not yet inserted)
     and nothing routing reads waits to be flushed: the session's other pending writes are
-    only new tasks and their events. None otherwise (route them the ordinary way)."""
+    only new tasks and their events. None otherwise (route them the ordinary way).
+
+    Also None when they span several capabilities (an agent with two of them must see the
+    first one's assignments, flushed, in the second one's survey of loads) or carry an
+    idempotency key (its unique index is then checked at the INSERT, which must come
+    before the routing lock, as on the ordinary path).
+    """
     if session.dirty or session.deleted:
+        return None
+    if len({task.capability_required for task in claimable}) > 1:
+        return None
+    if any(task.idempotency_key is not None for task in claimable):
         return None
     if any(not isinstance(obj, (Task, TaskEvent)) for obj in session.new):
         return None
@@ -559,17 +586,28 @@ def best_waiting(capabilities: Sequence[str], now: datetime) -> int | None:
     return db.session.scalars(query).first()
 
 
+# Built once (a claim runs it on every look), bound per call.
+BEST_WAITING_FOR = (
+    db.select(Task.queue_key)
+    .where(
+        Task.status == TaskStatus.PENDING,
+        (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= bindparam("now")),
+        (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
+        Task.capability_required.in_(
+            db.select(Capability.name)
+            .where(Capability.agent_id == bindparam("agent_id"))
+            .scalar_subquery()
+        ),
+    )
+    .order_by(Task.queue_key)
+    .limit(1)
+)
+
+
 def best_waiting_for(agent_id: str, now: datetime) -> int | None:
     """``best_waiting`` over the agent's capabilities, named in the same statement (a
     claim needs the names only when something waits)."""
-    names = db.select(Capability.name).where(Capability.agent_id == agent_id)
-    query = (
-        db.select(Task.queue_key)
-        .where(*waiting_now(now), Task.capability_required.in_(names.scalar_subquery()))
-        .order_by(Task.queue_key)
-        .limit(1)
-    )
-    return db.session.scalars(query).first()
+    return db.session.scalars(BEST_WAITING_FOR, {"now": now, "agent_id": agent_id}).first()
 
 
 def has_backlog(capabilities: Sequence[str], now: datetime) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, true
+from sqlalchemy import bindparam, func, true
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
@@ -296,6 +296,13 @@ def apply(
     return record
 
 
+SCORE_LOCKED = (
+    db.select(Agent.trust_score)
+    .where(Agent.id == bindparam("agent_id"))
+    .with_for_update(key_share=True)  # see principal.require_agent
+)
+
+
 def on_attempts_completed(
     tasks: Sequence[Task], agent_id: str, *, actor: str, now: datetime
 ) -> float | None:
@@ -306,11 +313,7 @@ def on_attempts_completed(
     (attempts.release_slots), so a batch of completions costs one read and one write of
     the agent. None when the agent row is gone.
     """
-    row = db.session.execute(
-        db.select(Agent.trust_score)
-        .where(Agent.id == agent_id)
-        .with_for_update(key_share=True)  # see principal.require_agent
-    ).first()
+    row = db.session.execute(SCORE_LOCKED, {"agent_id": agent_id}).first()
     if row is None:
         return None
     score = row.trust_score if row.trust_score is not None else INITIAL_SCORE

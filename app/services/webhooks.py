@@ -264,8 +264,8 @@ def write_outbox(session: Session) -> None:
     if not occurrences:
         return
     # Most deployments have few webhooks or none: a cheap look first. (In this
-    # transaction, as the full query below: the same snapshot.)
-    if session.connection().execute(ANY_ACTIVE_WEBHOOK).first() is None:
+    # transaction, after an autoflush, as the full query below.)
+    if session.execute(ANY_ACTIVE_WEBHOOK).first() is None:
         return
     kinds = {o.event for o in occurrences}
     hooks = [

@@ -209,3 +209,23 @@ def test_a_claim_reads_its_stop_notices_before_it_commits(
     claim_commit = sql.index("COMMIT", max(i for i, s in enumerate(sql) if s.startswith("UPDATE")))
     # One read of the notices, inside the claim's transaction (no second one after it).
     assert len(notices) == 1 and notices[0] < claim_commit, sql
+
+
+def test_a_heartbeat_names_capabilities_only_when_work_waits(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    url = f"/ains/agents/{agent_id}/heartbeat"
+    with sql_sent(app) as seen:
+        assert api.post(url, agent, json={"status": "ACTIVE"}).status_code == 200
+    # Nothing waits: one read of the queue (capabilities named inside it), no names read.
+    assert not [s for s, _ in seen if s.startswith("SELECT capabilities.")], seen
+    # A task waits unassigned (submitted while the agent was full); the slot frees and the
+    # next heartbeat routes it.
+    set_active_tasks(app, agent_id, 1)
+    waiting = api.submit(personas.client)
+    assert waiting["status"] == "PENDING"
+    set_active_tasks(app, agent_id, 0)
+    assert api.post(url, agent, json={"status": "ACTIVE"}).status_code == 200
+    shown = api.get(f"/ains/tasks/{waiting['task_id']}", personas.client).get_json()
+    assert shown["status"] == "ASSIGNED" and shown["assigned_agent_id"] == agent_id

@@ -120,3 +120,26 @@ def test_a_batch_routed_before_its_insert_keeps_queue_order_with_older_tasks(
             db.session.scalars(db.select(Task.assigned_agent_id).where(Task.status == "ASSIGNED"))
         )
         assert holders == {first, second}
+
+
+def test_a_batch_over_two_capabilities_never_overfills_an_agent_with_both(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    both, _ = api.register_agent(personas.fleet, capabilities=("a-v1", "b-v1"), slots=1)
+    only_b, _ = api.register_agent(personas.fleet, capabilities=("b-v1",), slots=1, name="b")
+    items = [{**VALID, "capability_required": c} for c in ("a-v1", "b-v1")]
+    response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
+    assert response.status_code == 201, response.get_json()
+    submitted = response.get_json()["submitted"]
+    assert [item["status"] for item in submitted] == ["ASSIGNED", "ASSIGNED"]
+    with app.app_context():
+        holders = dict(
+            db.session.execute(
+                db.select(Task.capability_required, Task.assigned_agent_id).where(
+                    Task.status == "ASSIGNED"
+                )
+            ).all()
+        )
+    # One slot each: the agent with both capabilities takes one task, the other agent the
+    # other; never two for the agent with one slot.
+    assert holders == {"a-v1": both, "b-v1": only_b}
