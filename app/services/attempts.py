@@ -77,31 +77,24 @@ def close_attempt(
     close_attempts([task], outcome, actor=actor, now=now, error=error)
 
 
-# The WHERE clauses built once; each call adds its values.
-CLOSE_ATTEMPT = update(TaskAttempt).where(
-    TaskAttempt.task_id == bindparam("b_task_id"),
-    TaskAttempt.number == bindparam("b_number"),
-    TaskAttempt.outcome == AttemptOutcome.RUNNING,
-)
-CLOSE_ATTEMPTS = update(TaskAttempt).where(
-    tuple_(TaskAttempt.task_id, TaskAttempt.number).in_(bindparam("pairs", expanding=True)),
-    TaskAttempt.outcome == AttemptOutcome.RUNNING,
-)
-
-
 def close_attempts(
     tasks: Sequence[Task], outcome: str, *, actor: str, now: datetime, error: str | None = None
 ) -> None:
     """End the current attempt rows of these tasks (those still open) in one UPDATE."""
     if not tasks:
         return
-    values = {"outcome": outcome, "ended_at": now, "error": error, "ended_by": actor}
+    # Values in the statement (not bound later): the ORM's evaluation of the WHERE clause
+    # then updates attempt rows this session holds, as the database does.
     if len(tasks) == 1:
-        params = {"b_task_id": tasks[0].id, "b_number": tasks[0].attempt}
-        db.session.execute(CLOSE_ATTEMPT.values(**values), params)
+        current = (TaskAttempt.task_id == tasks[0].id) & (TaskAttempt.number == tasks[0].attempt)
     else:
         pairs = [(task.id, task.attempt) for task in tasks]
-        db.session.execute(CLOSE_ATTEMPTS.values(**values), {"pairs": pairs})
+        current = tuple_(TaskAttempt.task_id, TaskAttempt.number).in_(pairs)
+    db.session.execute(
+        update(TaskAttempt)
+        .where(current, TaskAttempt.outcome == AttemptOutcome.RUNNING)
+        .values(outcome=outcome, ended_at=now, error=error, ended_by=actor)
+    )
 
 
 def release_slot(

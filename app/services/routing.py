@@ -586,28 +586,32 @@ def best_waiting(capabilities: Sequence[str], now: datetime) -> int | None:
     return db.session.scalars(query).first()
 
 
-# Built once (a claim runs it on every look), bound per call.
-BEST_WAITING_FOR = (
+# Built once (a claim runs it on every look), bound per call: per capability of the
+# agent, its first waiting task (an index scan that stops at the first row), then the
+# least of those. (``capability_required IN (its names)`` would make PostgreSQL read every
+# waiting task of the capability and sort them: 60 ms at 140,000 waiting.)
+_FIRST_WAITING_OF_CAPABILITY = (
     db.select(Task.queue_key)
     .where(
         Task.status == TaskStatus.PENDING,
         (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= bindparam("now")),
         (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
-        Task.capability_required.in_(
-            db.select(Capability.name)
-            .where(Capability.agent_id == bindparam("agent_id"))
-            .scalar_subquery()
-        ),
+        Task.capability_required == Capability.name,
     )
     .order_by(Task.queue_key)
     .limit(1)
+    .correlate(Capability)
+    .scalar_subquery()
+)
+BEST_WAITING_FOR = db.select(func.min(_FIRST_WAITING_OF_CAPABILITY)).where(
+    Capability.agent_id == bindparam("agent_id")
 )
 
 
 def best_waiting_for(agent_id: str, now: datetime) -> int | None:
     """``best_waiting`` over the agent's capabilities, named in the same statement (a
     claim needs the names only when something waits)."""
-    return db.session.scalars(BEST_WAITING_FOR, {"now": now, "agent_id": agent_id}).first()
+    return db.session.scalar(BEST_WAITING_FOR, {"now": now, "agent_id": agent_id})
 
 
 def has_backlog(capabilities: Sequence[str], now: datetime) -> bool:

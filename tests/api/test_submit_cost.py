@@ -9,7 +9,7 @@ from sqlalchemy import func, update
 
 from app.extensions import db
 from app.models import Agent, CapabilityRouting, Task
-from tests.api.support import set_active_tasks, sql_sent
+from tests.api.support import T0, set_active_tasks, sql_sent
 from tests.conftest import IS_POSTGRES, Api, Personas
 
 VALID: dict[str, Any] = {"task_type": "report", "capability_required": "report-v1"}
@@ -127,6 +127,13 @@ def test_a_batch_over_two_capabilities_never_overfills_an_agent_with_both(
 ) -> None:
     both, _ = api.register_agent(personas.fleet, capabilities=("a-v1", "b-v1"), slots=1)
     only_b, _ = api.register_agent(personas.fleet, capabilities=("b-v1",), slots=1, name="b")
+    with app.app_context():
+        # Round robin's next turn in b-v1 is the agent with both: routing b-v1 without
+        # counting the a-v1 task just given to it would overfill it.
+        db.session.add(
+            CapabilityRouting(capability="b-v1", round_robin_after=both[:-1], updated_at=T0)
+        )
+        db.session.commit()
     items = [{**VALID, "capability_required": c} for c in ("a-v1", "b-v1")]
     response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
     assert response.status_code == 201, response.get_json()
