@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, inspect
+from sqlalchemy import BindParameter, bindparam, func, inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -370,11 +370,6 @@ def lock_state(capability: str) -> CapabilityRouting:
     state = db.session.scalars(ROUTING_STATE, {"capability": capability}).first()
     if state is not None:
         return state
-    query = (
-        db.select(CapabilityRouting)
-        .where(CapabilityRouting.capability == capability)
-        .with_for_update()
-    )
     dialect = db.session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     db.session.execute(
@@ -382,15 +377,17 @@ def lock_state(capability: str) -> CapabilityRouting:
         .values(capability=capability, updated_at=utcnow())
         .on_conflict_do_nothing(index_elements=["capability"])
     )
-    return db.session.scalars(query.execution_options(populate_existing=True)).one()
+    query = ROUTING_STATE.execution_options(populate_existing=True)
+    return db.session.scalars(query, {"capability": capability}).one()
 
 
 def effective_strategy(task_strategy: str | None, state: CapabilityRouting | None) -> str:
     return task_strategy or (state and state.default_strategy) or settings.routing_default_strategy
 
 
-def waiting_now(now: datetime) -> list[Any]:
-    """Unassigned tasks an agent could start now: PENDING, retry delay over, not expired."""
+def waiting_now(now: datetime | BindParameter[Any]) -> list[Any]:
+    """Unassigned tasks an agent could start now: PENDING, retry delay over, not expired.
+    (``now`` may be a bound parameter, for a statement built once.)"""
     return [
         Task.status == TaskStatus.PENDING,
         (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= now),
@@ -398,19 +395,13 @@ def waiting_now(now: datetime) -> list[Any]:
     ]
 
 
-def routable(capability: str, now: datetime) -> Any:
+def routable(capability: str | BindParameter[Any], now: datetime | BindParameter[Any]) -> Any:
     """Unassigned tasks of the capability an agent could start now."""
     return db.select(Task).where(*waiting_now(now), Task.capability_required == capability)
 
 
 ROUTABLE_LOCKED = (
-    db.select(Task)
-    .where(
-        Task.status == TaskStatus.PENDING,
-        (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= bindparam("now")),
-        (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
-        Task.capability_required == bindparam("capability"),
-    )
+    routable(bindparam("capability"), bindparam("now"))
     .order_by(Task.queue_key)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
@@ -592,12 +583,7 @@ def best_waiting(capabilities: Sequence[str], now: datetime) -> int | None:
 # waiting task of the capability and sort them: 60 ms at 140,000 waiting.)
 _FIRST_WAITING_OF_CAPABILITY = (
     db.select(Task.queue_key)
-    .where(
-        Task.status == TaskStatus.PENDING,
-        (Task.next_retry_at.is_(None)) | (Task.next_retry_at <= bindparam("now")),
-        (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
-        Task.capability_required == Capability.name,
-    )
+    .where(*waiting_now(bindparam("now")), Task.capability_required == Capability.name)
     .order_by(Task.queue_key)
     .limit(1)
     .correlate(Capability)
