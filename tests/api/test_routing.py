@@ -397,3 +397,44 @@ def test_a_capability_default_strategy_applies_to_tasks_that_name_none(
         "configured": False,
         "agents": 0,
     }
+
+
+def test_the_sweep_routes_the_backlog_of_every_capability_an_agent_has(
+    api: Api, personas: Personas, app: Flask
+) -> None:
+    agent_id, _ = api.register_agent(
+        personas.fleet, capabilities=("report-v1", "summarize-v1"), slots=2
+    )
+    with app.app_context():  # the agent is full: what comes now waits unassigned
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=2))
+        db.session.commit()
+    report = api.submit(personas.client)
+    summary = api.submit(personas.client, capability_required="summarize-v1")
+    orphan = api.submit(personas.client, capability_required="translate-v1")  # no agent has it
+    assert {t["status"] for t in (report, summary, orphan)} == {"PENDING"}
+    with app.app_context():
+        db.session.execute(update(Agent).where(Agent.id == agent_id).values(active_tasks=0))
+        db.session.commit()
+        assert sorted(routing.backlog_capabilities(utcnow())) == ["report-v1", "summarize-v1"]
+        assert lifecycle.sweep()["routed"] == 2
+        assert routing.backlog_capabilities(utcnow()) == []
+    assert assigned_counts(app) == Counter({agent_id: 2})
+    left = api.get(f"/ains/tasks/{orphan['task_id']}", personas.client).get_json()
+    assert left["status"] == "PENDING" and left["assigned_agent_id"] is None
+
+
+def test_an_agent_registered_while_work_waits_gets_it_from_any_of_its_capabilities(
+    api: Api, personas: Personas, app: Flask
+) -> None:
+    # Only the second of its capabilities (in name order) has work waiting: the look for
+    # a backlog takes the least queue key over both, not the first capability's alone.
+    waiting = api.submit(personas.client, capability_required="summarize-v1", priority=9)
+    assert waiting["status"] == "PENDING"
+    with app.app_context():
+        now = utcnow()
+        assert routing.best_waiting(["report-v1"], now) is None
+        assert routing.best_waiting(["report-v1", "summarize-v1"], now) is not None
+    agent_id, key = api.register_agent(
+        personas.fleet, capabilities=("report-v1", "summarize-v1"), slots=1
+    )
+    assert [t["task_id"] for t in api.claim(agent_id, key)] == [waiting["task_id"]]
