@@ -322,13 +322,15 @@ def submit_batch(
     return outcome
 
 
+# An agent's reservations not expired, in queue order (bound: agent_id, now, limit).
+_RESERVED = (
+    Task.status == TaskStatus.ASSIGNED,
+    Task.assigned_agent_id == bindparam("agent_id"),
+    (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
+)
 LOCK_ASSIGNED = (
     db.select(Task)
-    .where(
-        Task.status == TaskStatus.ASSIGNED,
-        Task.assigned_agent_id == bindparam("agent_id"),
-        (Task.expires_at.is_(None)) | (Task.expires_at > bindparam("now")),
-    )
+    .where(*_RESERVED)
     .order_by(Task.queue_key)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
@@ -347,25 +349,64 @@ def lock_assigned(agent_id: str, limit: int, now: datetime) -> list[Task]:
     return list(db.session.scalars(LOCK_ASSIGNED, params))
 
 
-def reserved(
-    agent_id: str, locked: list[Task], made: list[tuple[str, str]], slots: int
-) -> list[Task]:
-    """After a claim's routing pass: the best ``slots`` of the agent's reservations, from
-    the tasks this transaction holds locked (those lock_assigned found that give_back left
-    it, and those the pass just assigned it), without flushing and reading them again.
+RESERVATION_KEYS = (
+    db.select(Task.queue_key).where(*_RESERVED).order_by(Task.queue_key).limit(bindparam("limit"))
+)
 
-    So a task routed and claimed in the same claim is written once (PENDING → ACTIVE, both
-    events recorded). A reservation another router committed since lock_assigned read is
-    left for the next claim; that router wakes this agent once it has committed.
+
+def route_for_claim(principal: Principal, agent_id: str, max_tasks: int, now: datetime) -> bool:
+    """Before a claim: when work waits unassigned that the agent could take (a slot its
+    reservations leave free, or work better than they are), route it and commit, in a
+    transaction of its own.
+
+    A capability's routing lock serialises every routing pass of it (submits, claims,
+    heartbeats, the sweep). Held through the whole claim (the agent's lock, the routing
+    pass, then the claim's own writes) it made the other claims queue: the S2 drain spent
+    a hundred milliseconds waiting for it per claim, and submits, completions and
+    heartbeats queued behind the agent locks those waiting claims held. Committed first,
+    the pass holds it for its assignments alone, and no agent lock is held while waiting
+    for it. The claim that follows starts what was reserved for the agent. (A task routed
+    to the claiming agent is so written twice: ASSIGNED, then ACTIVE.)
+
+    Reads only, and leaves the transaction open, when nothing is to be routed. Returns
+    True when work waits but the agent, read without a lock, had no free slot or was
+    INACTIVE (a report or heartbeat in flight may change that before the claim's look).
     """
-    held = {t.id: t for t in locked if t.status == TaskStatus.ASSIGNED}
-    for task_id, winner in made:
-        if winner == agent_id:
-            task = db.session.get(Task, task_id)  # in the identity map: no query
-            if task is not None:
-                held[task_id] = task
-    mine = [t for t in held.values() if t.assigned_agent_id == agent_id]
-    return sorted(mine, key=lambda t: t.queue_key)[:slots]
+    waiting = routing.best_waiting_for(agent_id, now)
+    if waiting is None:
+        return False
+    agent = require_agent(principal, agent_id)  # not locked: the claim locks it next
+    slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
+    keys: list[int] = []
+    if agent.status != AgentStatus.INACTIVE and slots > 0:
+        params = {"agent_id": agent_id, "now": now, "limit": slots}
+        keys = list(db.session.scalars(RESERVATION_KEYS, params))
+    unseen = agent.status == AgentStatus.INACTIVE or slots <= 0
+    if unseen or (len(keys) == slots and keys[-1] < waiting):
+        # Nothing to route for it (or its slots are reserved for better work than what
+        # waits). The claim's locked read must see the row as it is then, not as here.
+        db.session.expire(agent)
+        return unseen
+    if keys and keys[-1] > waiting:
+        # Reservations behind the waiting work go back: routed again in queue order, so
+        # no task starts before a better one.
+        routing.give_back(agent_id, waiting, now)
+    routing.route(agent.capability_names, now)
+    db.session.info.pop(ROUTABLE_TASKS, None)  # routed just now: no second pass at commit
+    # The claim that follows takes up to ``slots`` of what was routed to this agent: no
+    # wake-up token for those (one per task); any beyond them wake its other polls.
+    winners = db.session.info.get(routing.WINNERS)
+    if winners:
+        taken = 0
+        kept = []
+        for winner in winners:
+            if winner == agent_id and taken < slots:
+                taken += 1
+            else:
+                kept.append(winner)
+        winners[:] = kept
+    db.session.commit()
+    return False
 
 
 def claim_tasks(
@@ -401,35 +442,37 @@ def claim_or_full(
     max_tasks: int,
     *,
     now: datetime | None = None,
+    last: bool = False,
 ) -> ClaimPass:
     """``claim_tasks``, and whether the agent had no free slot (nothing can be routed to it
-    until it reports a result, so a long poll need not wait)."""
+    until it reports a result, so a long poll need not wait). ``last``: the claim ends with
+    this pass whatever it finds (no wait), so it reads the stop notices even when empty."""
     pinned = now is not None
     now = now or utcnow()
-    # Locking the agent row serialises claims of one agent, so two concurrent polls cannot
-    # both see the same free slot and exceed max_concurrent_tasks.
-    agent = require_agent(principal, agent_id, lock=True)
-    if agent.status == AgentStatus.INACTIVE:
-        db.session.rollback()
-        raise Conflict(f"agent {agent_id!r} is INACTIVE: send a heartbeat before claiming")
-    slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
-    if slots <= 0:
-        notices = stop_notices(agent.id, now)
-        db.session.rollback()
-        return ClaimPass([], full=True, notices=notices)
-    tasks = lock_assigned(agent.id, slots, now)
-    waiting = routing.best_waiting_for(agent.id, now)
-    if waiting is not None and (len(tasks) < slots or waiting < tasks[-1].queue_key):
-        # Work waits unassigned, or better work than this agent's reservations: give those
-        # back and route again in queue order, so no task starts before a better one.
-        routing.give_back(agent.id, waiting, now)
-        made = routing.route(agent.capability_names, now)
-        db.session.info.pop(ROUTABLE_TASKS, None)  # routed just now: no second pass at commit
-        tasks = reserved(agent.id, tasks, made, slots)
+    for look in range(2):
+        unseen = route_for_claim(principal, agent_id, max_tasks, now)
+        # Locking the agent row serialises claims of one agent, so two concurrent polls
+        # cannot both see the same free slot and exceed max_concurrent_tasks.
+        agent = require_agent(principal, agent_id, lock=True)
+        if agent.status == AgentStatus.INACTIVE:
+            db.session.rollback()
+            raise Conflict(f"agent {agent_id!r} is INACTIVE: send a heartbeat before claiming")
+        slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
+        if slots <= 0:
+            notices = stop_notices(agent.id, now)
+            db.session.rollback()
+            return ClaimPass([], full=True, notices=notices)
+        tasks = lock_assigned(agent.id, slots, now)
+        if unseen and len(tasks) < slots and look == 0:
+            # Work waits, and a slot freed (or the agent came back) between the unlocked
+            # read that skipped routing and this locked one: route, then look again.
+            db.session.rollback()
+            continue
+        break
     if not tasks:
-        db.session.commit()  # keeps what routing decided for the others
-        return ClaimPass([])
-    tasks.sort(key=lambda t: t.queue_key)
+        notices = stop_notices(agent.id, now) if last else None
+        db.session.rollback()  # it wrote nothing
+        return ClaimPass([], notices=notices)
     actor = f"agent:{agent.id}"
     # Stamp the claim after the rows are locked: a task is visible only once its submit
     # committed, so claimed_at can never precede its created_at.
@@ -468,11 +511,12 @@ def claim_tasks_waiting(
     no token does not look again (a token Redis lost only delays the task to the next
     poll, which looks first). A full agent answers at once (nothing can be routed to it),
     as does a process shutting down (``wakeups.closing``). The notices come from the last
-    look's transaction when it found tasks or a full agent, else from one read at the end.
+    look's transaction when it found tasks or a full agent, or was the only look (no
+    wait), else from one read at the end.
     """
     deadline = clock() + wait_seconds
     if wait_seconds <= 0 or wakeups.closing.is_set():
-        found = claim_or_full(principal, agent_id, max_tasks)
+        found = claim_or_full(principal, agent_id, max_tasks, last=True)
     else:
         wakeups.clear(agent_id)
         found = claim_or_full(principal, agent_id, max_tasks)

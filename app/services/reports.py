@@ -25,6 +25,7 @@ from app.services.attempts import (
     record_failure,
     record_timeout,
 )
+from app.services.dispatch import commit_keeping_state
 from app.services.errors import (
     CancelRequested,
     Conflict,
@@ -162,7 +163,9 @@ def complete_task(
         db.session.commit()
         raise cancelled_first(task_id)
     record_completion(task, result_data, actor=actor, now=now)
-    db.session.commit()
+    # The task was read under lock and every change to it is made here: the answer shows
+    # it as written, without reading it back (as a claim's answer does).
+    commit_keeping_state()
     return task
 
 

@@ -1,9 +1,12 @@
-"""What a claim and a heartbeat cost: statements per call, and answers without read-backs."""
+"""What a claim, a completion and a heartbeat cost: statements per call, and answers without
+read-backs."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -13,6 +16,27 @@ from sqlalchemy import event
 from app.extensions import db
 from tests.api.support import set_active_tasks, sql_sent
 from tests.conftest import IS_POSTGRES, Api, Personas
+
+
+@contextmanager
+def sql_and_events(app: Flask, *names: str) -> Iterator[list[tuple[str, Any]]]:
+    """``sql_sent``, with a ("COMMIT", None) entry (or "BEGIN"...) where each named engine
+    event fired among the statements."""
+    with app.app_context():
+        engine = db.engine
+    with sql_sent(app) as seen:
+
+        def marker(mark: str) -> Any:
+            return lambda _conn: seen.append((mark, None))
+
+        listeners = [(name, marker(name.upper())) for name in names]
+        for name, listener in listeners:
+            event.listen(engine, name, listener)
+        try:
+            yield seen
+        finally:
+            for name, listener in listeners:
+                event.remove(engine, name, listener)
 
 
 def rows_written(seen: list[tuple[str, Any]], prefix: str) -> int:
@@ -91,7 +115,7 @@ def test_a_claim_answers_what_it_wrote(app: Flask, api: Api, personas: Personas)
         assert task["status"] == "ACTIVE" and task["attempt"] == 1
 
 
-def test_a_task_routed_and_claimed_in_one_claim_is_written_once(
+def test_a_claim_routes_waiting_work_in_a_transaction_of_its_own(
     app: Flask, api: Api, personas: Personas
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet, slots=2)
@@ -99,12 +123,27 @@ def test_a_task_routed_and_claimed_in_one_claim_is_written_once(
     set_active_tasks(app, agent_id, 2)
     ids = [api.submit(personas.client)["task_id"] for _ in range(2)]
     set_active_tasks(app, agent_id, 0)
-    with sql_sent(app) as seen:
+    with sql_and_events(app, "commit") as seen:
         claimed = api.claim(agent_id, agent, max_tasks=2)
     assert sorted(t["task_id"] for t in claimed) == sorted(ids)
-    # Routed (PENDING → ASSIGNED) and claimed (→ ACTIVE) in one transaction: one row write
-    # per task, and both transitions in its history.
-    assert rows_written(seen, "UPDATE tasks") == 2, [s for s, _ in seen if "UPDATE tasks" in s]
+    sql = [s for s, _ in seen]
+
+    def first(test: Any, start: int = 0) -> int:
+        return next(i for i in range(start, len(sql)) if test(sql[i]))
+
+    routing_lock = first(lambda s: s.startswith("SELECT capability_routing."))
+    assigned = first(lambda s: s.startswith("UPDATE tasks") and "assigned_agent_id" in s)
+    routed = first(lambda s: s == "COMMIT", assigned)
+    started = first(lambda s: s.startswith("UPDATE tasks") and "claimed_at" in s, routed)
+    # The routing pass (the capability's lock, the assignments) commits before the claim
+    # locks its agent and starts the tasks: the lock every router of the capability waits
+    # for is not held through the claim's own writes.
+    assert routing_lock < assigned < routed < started, sql
+    if IS_POSTGRES:  # SQLite renders no FOR UPDATE (its writers take the database's lock)
+        agent_lock = first(lambda s: s.startswith("SELECT agents.") and "FOR NO KEY UPDATE" in s)
+        assert routed < agent_lock < started, sql
+    assert not [s for s in sql[routed:] if s.startswith("SELECT capability_routing.")], sql
+    assert rows_written(seen, "UPDATE tasks") == 4  # ASSIGNED, then ACTIVE
     for task_id in ids:
         shown = api.get(f"/ains/tasks/{task_id}", personas.client).get_json()
         assert [e["to_status"] for e in shown["events"]] == ["PENDING", "ASSIGNED", "ACTIVE"]
@@ -186,20 +225,8 @@ def test_a_claim_reads_its_stop_notices_before_it_commits(
     asked = api.post(f"/ains/tasks/{running}/cancel", personas.client, json={"reason": "stop"})
     assert asked.status_code < 300, asked.get_json()
     fresh = api.submit(personas.client)["task_id"]
-    with app.app_context():
-        engine = db.engine
-    with sql_sent(app) as seen:
-
-        def committed(_conn: Any) -> None:
-            seen.append(("COMMIT", None))
-
-        event.listen(engine, "commit", committed)
-        try:
-            response = api.post(
-                f"/ains/agents/{agent_id}/tasks/claim", agent, json={"max_tasks": 1}
-            )
-        finally:
-            event.remove(engine, "commit", committed)
+    with sql_and_events(app, "commit") as seen:
+        response = api.post(f"/ains/agents/{agent_id}/tasks/claim", agent, json={"max_tasks": 1})
     body = response.get_json()
     assert response.status_code == 200, body
     assert [t["task_id"] for t in body["tasks"]] == [fresh]
@@ -229,3 +256,73 @@ def test_a_heartbeat_names_capabilities_only_when_work_waits(
     assert api.post(url, agent, json={"status": "ACTIVE"}).status_code == 200
     shown = api.get(f"/ains/tasks/{waiting['task_id']}", personas.client).get_json()
     assert shown["status"] == "ASSIGNED" and shown["assigned_agent_id"] == agent_id
+
+
+def test_a_completion_answers_what_it_wrote(app: Flask, api: Api, personas: Personas) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    first = api.submit(personas.client, input_data={"n": 1})
+    then = api.submit(personas.client, depends_on=[first["task_id"]])
+    assert [t["task_id"] for t in api.claim(agent_id, agent)] == [first["task_id"]]
+    with sql_sent(app) as seen:
+        response = api.post(
+            f"/ains/tasks/{first['task_id']}/complete", agent, json={"result_data": {"ok": 1}}
+        )
+    answer = response.get_json()
+    assert response.status_code == 200, answer
+    last_write = max(i for i, (sql, _) in enumerate(seen) if sql.startswith("UPDATE tasks"))
+    # The task is not read back after the commit: the answer is the row as written, even
+    # with the completion's cascade (its dependent released and routed) in the transaction.
+    read_back = [s for s, _ in seen[last_write:] if s.startswith("SELECT tasks.id, tasks.client")]
+    assert not read_back, read_back
+    shown = api.get(f"/ains/tasks/{first['task_id']}", personas.client).get_json()
+    assert {k: shown[k] for k in answer} == answer
+    assert answer["status"] == "COMPLETED" and answer["result_data"] == {"ok": 1}
+    released = api.get(f"/ains/tasks/{then['task_id']}", personas.client).get_json()
+    assert released["status"] == "ASSIGNED" and released["assigned_agent_id"] == agent_id
+
+
+def test_an_empty_claim_without_a_wait_is_one_transaction(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    running = api.submit(personas.client)["task_id"]
+    assert [t["task_id"] for t in api.claim(agent_id, agent)] == [running]
+    asked = api.post(f"/ains/tasks/{running}/cancel", personas.client, json={"reason": "stop"})
+    assert asked.status_code < 300, asked.get_json()
+    set_active_tasks(app, agent_id, 0)  # a free slot, and nothing to route to it
+    with sql_and_events(app, "begin") as seen:
+        response = api.post(f"/ains/agents/{agent_id}/tasks/claim", agent, json={"wait_seconds": 0})
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["tasks"] == [] and body["cancelled_task_ids"] == [running]
+    # The look and its stop notices in one transaction: no second one for the notices.
+    assert len([s for s, _ in seen if "UNION ALL" in s]) == 1
+    assert len([s for s, _ in seen if s == "BEGIN"]) == 1, [s for s, _ in seen]
+
+
+def test_a_claim_routes_when_a_slot_frees_between_its_two_looks(
+    app: Flask, api: Api, personas: Personas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services import dispatch
+
+    agent_id, agent = api.register_agent(personas.fleet)
+    set_active_tasks(app, agent_id, 1)  # full: the submit leaves its task waiting
+    waiting = api.submit(personas.client)
+    assert waiting["status"] == "PENDING"
+    real = dispatch.route_for_claim
+    seen: list[bool] = []
+
+    def report_lands_meanwhile(*args: Any) -> bool:
+        unseen = real(*args)
+        seen.append(unseen)
+        if len(seen) == 1:
+            # The agent's running task is reported between the unlocked look, which saw
+            # no free slot and so routed nothing, and the claim's locked one.
+            db.session.rollback()
+            set_active_tasks(app, agent_id, 0)
+        return unseen
+
+    monkeypatch.setattr(dispatch, "route_for_claim", report_lands_meanwhile)
+    claimed = api.claim(agent_id, agent, wait_seconds=0)
+    assert [t["task_id"] for t in claimed] == [waiting["task_id"]]
+    assert seen == [True, False]  # skipped, then routed on the second look
