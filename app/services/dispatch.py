@@ -393,18 +393,8 @@ def route_for_claim(principal: Principal, agent_id: str, max_tasks: int, now: da
         routing.give_back(agent_id, waiting, now)
     routing.route(agent.capability_names, now)
     db.session.info.pop(ROUTABLE_TASKS, None)  # routed just now: no second pass at commit
-    # The claim that follows takes up to ``slots`` of what was routed to this agent: no
-    # wake-up token for those (one per task); any beyond them wake its other polls.
-    winners = db.session.info.get(routing.WINNERS)
-    if winners:
-        taken = 0
-        kept = []
-        for winner in winners:
-            if winner == agent_id and taken < slots:
-                taken += 1
-            else:
-                kept.append(winner)
-        winners[:] = kept
+    # The claim that follows takes up to ``slots`` of what was routed to this agent.
+    routing.spare_wakeups(db.session(), agent_id, slots)
     db.session.commit()
     return False
 

@@ -550,6 +550,21 @@ def routable_unwritten(
     return found
 
 
+def spare_wakeups(session: Session, agent_id: str, count: int) -> None:
+    """No wake-up token for ``count`` of the tasks routed to ``agent_id`` in this
+    transaction (its claim is about to take them); the rest still wake its other polls."""
+    winners = session.info.get(WINNERS)
+    if not winners:
+        return
+    kept = []
+    for winner in winners:
+        if winner == agent_id and count > 0:
+            count -= 1
+        else:
+            kept.append(winner)
+    winners[:] = kept
+
+
 def winners_committed(session: Session) -> list[str]:
     """After commit: the agents that were assigned tasks, to wake."""
     return session.info.pop(WINNERS, None) or []
@@ -561,9 +576,31 @@ def forget(session: Session) -> None:
         session.info.pop(key, None)
 
 
+def first_waiting(capability: Any) -> Any:
+    """The queue key of the capability's first unassigned task claimable now (``now``
+    bound per call): an index scan that stops at the first row. ``capability`` is a bound
+    parameter or a column to correlate with."""
+    return (
+        db.select(Task.queue_key)
+        .where(*waiting_now(bindparam("now")), Task.capability_required == capability)
+        .order_by(Task.queue_key)
+        .limit(1)
+    )
+
+
+# Built once (a claim runs it on every look), bound per call: per capability, its first
+# waiting task, then the least of those. (``capability_required IN (the names)`` would
+# make PostgreSQL read every waiting task of the capabilities and sort them: 60 ms at
+# 140,000 waiting.)
+FIRST_WAITING = first_waiting(bindparam("capability"))
+BEST_WAITING_FOR = db.select(
+    func.min(first_waiting(Capability.name).correlate(Capability).scalar_subquery())
+).where(Capability.agent_id == bindparam("agent_id"))
+
+
 def best_waiting(capabilities: Sequence[str], now: datetime) -> int | None:
     """The queue key of the first unassigned task of these capabilities claimable now:
-    each capability's first by index, then the least (see BEST_WAITING_FOR)."""
+    each capability's first, then the least."""
     firsts = [
         key
         for capability in sorted(set(capabilities))
@@ -571,29 +608,6 @@ def best_waiting(capabilities: Sequence[str], now: datetime) -> int | None:
         is not None
     ]
     return min(firsts, default=None)
-
-
-# Built once (a claim runs it on every look), bound per call: per capability of the
-# agent, its first waiting task (an index scan that stops at the first row), then the
-# least of those. (``capability_required IN (its names)`` would make PostgreSQL read every
-# waiting task of the capability and sort them: 60 ms at 140,000 waiting.)
-FIRST_WAITING = (
-    db.select(Task.queue_key)
-    .where(*waiting_now(bindparam("now")), Task.capability_required == bindparam("capability"))
-    .order_by(Task.queue_key)
-    .limit(1)
-)
-_FIRST_WAITING_OF_CAPABILITY = (
-    db.select(Task.queue_key)
-    .where(*waiting_now(bindparam("now")), Task.capability_required == Capability.name)
-    .order_by(Task.queue_key)
-    .limit(1)
-    .correlate(Capability)
-    .scalar_subquery()
-)
-BEST_WAITING_FOR = db.select(func.min(_FIRST_WAITING_OF_CAPABILITY)).where(
-    Capability.agent_id == bindparam("agent_id")
-)
 
 
 def best_waiting_for(agent_id: str, now: datetime) -> int | None:
@@ -644,9 +658,7 @@ def route_waiting(capabilities: Sequence[str], now: datetime) -> list[tuple[str,
 # (98 ms at 60,000 waiting). Work of a capability no agent has cannot be routed anyway.
 _AGENT_CAPABILITIES = db.select(Capability.name).distinct().subquery()
 BACKLOG_CAPABILITIES = db.select(_AGENT_CAPABILITIES.c.name).where(
-    db.select(Task.queue_key)
-    .where(*waiting_now(bindparam("now")), Task.capability_required == _AGENT_CAPABILITIES.c.name)
-    .limit(1)
+    first_waiting(_AGENT_CAPABILITIES.c.name)
     .correlate(_AGENT_CAPABILITIES)
     .scalar_subquery()
     .is_not(None)
