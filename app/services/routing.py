@@ -408,56 +408,104 @@ ROUTABLE_LOCKED = (
 )
 
 
-def route_capability(
+@dataclass
+class Pass:
+    """One capability's share of a routing pass: its locked routing row and its agents."""
+
+    state: CapabilityRouting
+    candidates: list[Candidate]
+    pool: list[Candidate]
+
+
+def prepare(
     capability: str,
     now: datetime,
-    *,
-    avoid: dict[str, str] | None = None,
+    agents: dict[str, Candidate],
     unwritten: Sequence[Task] = (),
-) -> list[tuple[str, str]]:
-    """Assign the capability's claimable tasks, in queue order, while slots are free.
+) -> tuple[Pass, list[Task]] | None:
+    """Lock the capability's routing row, survey its agents and lock its claimable tasks,
+    in queue order, as many as its free slots could take. None when no agent of the
+    capability could take a task (none, or none available, fresh and with a slot its
+    running tasks leave free): then nothing is locked, and a submit while every agent is
+    busy costs one read instead of the lock and the survey.
 
-    Runs in the caller's transaction (never commits); returns (task id, agent id) pairs.
-    When no agent of the capability could take a task (none, or none available, fresh and
-    with a slot its running tasks leave free), nothing is locked: a submit while every agent
-    is busy costs one read instead of the lock and the survey.
-
+    ``agents``: the candidates already surveyed in this pass, by id; an agent with several
+    of the capabilities is one Candidate, so a slot it gives to one is gone for the others.
     ``unwritten``: claimable tasks of this capability added to the session but not yet
     inserted (see ``route_recorded``); they take their place in the queue beside the ones
     read from the database, and one routed here is inserted already ASSIGNED.
     """
     if not could_take(capability, now):
-        return []
+        return None
     state = lock_state(capability)
-    candidates = survey(capability, now)
+    candidates = [agents.setdefault(c.agent_id, c) for c in survey(capability, now)]
     pool = [c for c in candidates if c.exclusion() is None]
     if not pool:
-        return []
+        return None
     limit = min(sum(c.free for c in pool), ROUTE_BATCH)
     params = {"capability": capability, "now": now, "limit": limit}
     tasks = list(db.session.scalars(ROUTABLE_LOCKED, params))
     if unwritten:
         tasks = sorted([*tasks, *unwritten], key=lambda t: t.queue_key)[:limit]
-    if not tasks:
-        return []
-    faults = failed_agents([t.id for t in tasks if t.attempt > 0])
-    avoid = avoid or {}
+    return Pass(state, candidates, pool), tasks
+
+
+def route(
+    capabilities: Iterable[str],
+    now: datetime,
+    *,
+    avoid: dict[str, str] | None = None,
+    unwritten: dict[str, list[Task]] | None = None,
+) -> list[tuple[str, str]]:
+    """Assign the claimable tasks of these capabilities, in queue order across all of them,
+    while slots are free; the winners are woken once the transaction commits.
+
+    The capabilities' routing rows are locked in name order (so two routers never wait on
+    each other in a cycle), then their tasks are assigned in one queue: an agent with two
+    of them and one free slot gets the better task, whichever capability it needs. Runs in
+    the caller's transaction (never commits); returns (task id, agent id) pairs.
+    """
+    agents: dict[str, Candidate] = {}
+    passes: dict[str, Pass] = {}
+    queue: list[Task] = []
+    for capability in sorted(set(capabilities)):
+        fresh = (unwritten or {}).get(capability, ())
+        prepared = prepare(capability, now, agents, fresh)
+        if prepared is not None:
+            passes[capability], tasks = prepared
+            queue += tasks
+    if len(passes) > 1:
+        queue.sort(key=lambda t: t.queue_key)
+    made = assign(queue, passes, now, avoid or {})
+    if made:
+        db.session.info.setdefault(WINNERS, []).extend(agent for _, agent in made)
+    return made
+
+
+def assign(
+    queue: Sequence[Task], passes: dict[str, Pass], now: datetime, avoid: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Give each task of the queue, in order, to the winner among its capability's agents
+    that still have room (``avoid``: an agent to shun per task id)."""
+    faults = failed_agents([t.id for t in queue if t.attempt > 0])
     made: list[tuple[str, str]] = []
-    for task in tasks:
-        pool = [c for c in pool if c.exclusion() is None]
-        if not pool:
-            break
+    for task in queue:
+        step = passes[task.capability_required]
+        step.pool = [c for c in step.pool if c.exclusion() is None]
+        if not step.pool:
+            continue
         shun = set(faults.get(task.id, ()))
         if task.id in avoid:
             shun.add(avoid[task.id])
-        choices = narrow(pool, shun)
+        choices = narrow(step.pool, shun)
         if not choices:
             continue
+        state = step.state
         strategy = effective_strategy(task.routing_strategy, state)
         decision = CHOOSERS[strategy](choices, state.round_robin_after)
         winner = decision.winner
         # The decision as it was made: loads and exclusions before this assignment.
-        data = {"routing": decision_data(decision, candidates)}
+        data = {"routing": decision_data(decision, step.candidates)}
         winner.load += 1
         state.round_robin_after = winner.agent_id
         task.assigned_agent_id = winner.agent_id
@@ -470,24 +518,6 @@ def route_capability(
             data=data,
         )
         made.append((task.id, winner.agent_id))
-    return made
-
-
-def route(
-    capabilities: Iterable[str],
-    now: datetime,
-    *,
-    avoid: dict[str, str] | None = None,
-    unwritten: dict[str, list[Task]] | None = None,
-) -> list[tuple[str, str]]:
-    """Route several capabilities (their rows locked in name order); the winners are woken
-    once the transaction commits."""
-    made: list[tuple[str, str]] = []
-    for capability in sorted(set(capabilities)):
-        fresh = (unwritten or {}).get(capability, ())
-        made += route_capability(capability, now, avoid=avoid, unwritten=fresh)
-    if made:
-        db.session.info.setdefault(WINNERS, []).extend(agent for _, agent in made)
     return made
 
 
@@ -528,14 +558,12 @@ def routable_unwritten(
     and nothing routing reads waits to be flushed: the session's other pending writes are
     only new tasks and their events. None otherwise (route them the ordinary way).
 
-    Also None when they span several capabilities (an agent with two of them must see the
-    first one's assignments, flushed, in the second one's survey of loads) or carry an
-    idempotency key (its unique index is then checked at the INSERT, which must come
-    before the routing lock, as on the ordinary path).
+    Also None when they carry an idempotency key (its unique index is then checked at the
+    INSERT, which must come before the routing lock, as on the ordinary path). Several
+    capabilities are fine: a routing pass counts what it gives an agent with two of them
+    in the one Candidate both capabilities' surveys share.
     """
     if session.dirty or session.deleted:
-        return None
-    if len({task.capability_required for task in claimable}) > 1:
         return None
     if any(task.idempotency_key is not None for task in claimable):
         return None

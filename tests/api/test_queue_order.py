@@ -120,3 +120,35 @@ def test_it_claims_a_batch_in_item_order(api: Api, personas: Personas) -> None:
         s["task_id"] for s in sorted(response.get_json()["submitted"], key=lambda s: s["index"])
     ]
     assert [t["task_id"] for t in api.claim(agent_id, agent, max_tasks=10)] == submitted
+
+
+# An agent with two capabilities and one slot: the better task goes first whichever of its
+# capabilities it needs (capabilities are routed in name order, but assigned in queue order).
+TWO_CAPABILITIES = ("report-v1", "summarize-v1")
+
+
+def test_it_claims_across_capabilities_in_queue_order(
+    api: Api, personas: Personas, aging_60: None
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet, capabilities=TWO_CAPABILITIES, slots=1)
+    ids = submit_at(api, personas.client, [("report-1", 0, 1), ("report-5", 1, 5)])
+    with time_machine.travel(T0 + timedelta(seconds=2), tick=False):
+        for name, priority in (("summary-9", 9), ("summary-3", 3)):
+            fields = {"capability_required": "summarize-v1", "priority": priority}
+            ids[name] = api.submit(personas.client, **fields)["task_id"]
+    expected = ["summary-9", "report-5", "summary-3", "report-1"]
+    assert drain(api, agent_id, agent) == [ids[name] for name in expected]
+
+
+def test_an_agent_registered_while_work_of_two_capabilities_waits_gets_the_better_first(
+    api: Api, personas: Personas, aging_60: None
+) -> None:
+    ids = submit_at(api, personas.client, [("report-2", 0, 2)])
+    with time_machine.travel(T0 + timedelta(seconds=1), tick=False):
+        ids["summary-8"] = api.submit(
+            personas.client, capability_required="summarize-v1", priority=8
+        )["task_id"]
+    agent_id, agent = api.register_agent(personas.fleet, capabilities=TWO_CAPABILITIES, slots=1)
+    detail = api.get(f"/ains/tasks/{ids['summary-8']}", personas.client).get_json()
+    assert detail["status"] == "ASSIGNED" and detail["assigned_agent_id"] == agent_id
+    assert drain(api, agent_id, agent) == [ids["summary-8"], ids["report-2"]]

@@ -135,10 +135,13 @@ def test_a_batch_over_two_capabilities_never_overfills_an_agent_with_both(
         )
         db.session.commit()
     items = [{**VALID, "capability_required": c} for c in ("a-v1", "b-v1")]
-    response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
+    with sql_sent(app) as sent:
+        response = api.post("/ains/tasks/batch", personas.client, json={"tasks": items})
     assert response.status_code == 201, response.get_json()
     submitted = response.get_json()["submitted"]
     assert [item["status"] for item in submitted] == ["ASSIGNED", "ASSIGNED"]
+    # Routed before their INSERT, across both capabilities: no row written twice.
+    assert not [sql for sql, _ in sent if sql.startswith("UPDATE tasks")], sent
     with app.app_context():
         holders = dict(
             db.session.execute(
