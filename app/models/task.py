@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +15,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    insert,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, SessionTransaction, UOWTransaction, mapped_column
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
@@ -62,6 +65,36 @@ ROUTABLE_TASKS = "ains_routable_tasks"
 # Session.info key: (task, event) of every transition in the open transaction; the webhook
 # outbox is written from them before it commits (services/webhooks).
 TASK_EVENTS = "ains_task_events"
+# Session.info key: the EventRows of the open transaction not yet inserted (each flush
+# inserts them after its own writes, see write_events).
+UNWRITTEN_EVENTS = "ains_unwritten_events"
+
+
+@dataclass(slots=True)
+class EventRow:
+    """A transition's event as it is written: a plain record, inserted in bulk after the
+    flush that writes its task. (As an ORM object, each event cost a sixth of a drained
+    task's Python work: instrumented attributes, then the unit of work.) Reads load
+    ``TaskEvent``."""
+
+    task_id: str
+    at: datetime
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str | None
+    data: dict[str, Any] | None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "at": self.at,
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "actor": self.actor,
+            "reason": self.reason,
+            "data": self.data,
+        }
 
 
 # Tasks a schedule made carry created_by "schedule:<id>" (services/principal.schedule_runner).
@@ -185,9 +218,10 @@ class Task(db.Model):
         now: datetime,
         reason: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> TaskEvent:
-        """Move to ``to_status`` and write the event row that records it."""
-        event = TaskEvent(
+    ) -> EventRow:
+        """Move to ``to_status`` and write the event row that records it (inserted with the
+        next flush, which writes this task: its status has changed)."""
+        row = EventRow(
             task_id=self.id,
             at=now,
             from_status=self.status,
@@ -198,14 +232,15 @@ class Task(db.Model):
         )
         self.status = to_status
         self.updated_at = now
-        db.session.add(event)
-        db.session.info.setdefault(TASK_EVENTS, []).append((self, event))
+        info = db.session.info
+        info.setdefault(UNWRITTEN_EVENTS, []).append(row)
+        info.setdefault(TASK_EVENTS, []).append((self, row))
         if to_status in TaskStatus.TERMINAL:
             # Dependents and chains react before this transaction commits (services/workflows).
             db.session.info.setdefault(FINISHED_TASKS, []).append(self)
         elif to_status == TaskStatus.PENDING:
             db.session.info.setdefault(ROUTABLE_TASKS, []).append((self, now))
-        return event
+        return row
 
     def to_dict(
         self,
@@ -343,3 +378,22 @@ class TaskDependency(db.Model):
     # Counted: the dependency's end has been applied to the task's pending count (or it had
     # ended before the task was submitted). A later end of the same dependency is not.
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+INSERT_EVENTS = insert(TaskEvent.__table__)
+
+
+@event.listens_for(Session, "after_flush")
+def write_events(session: Session, _flush: UOWTransaction) -> None:
+    """After each flush: insert the events of the transitions it wrote, in one statement
+    (after it, so a new task's row is there for its events' foreign key)."""
+    rows = session.info.pop(UNWRITTEN_EVENTS, None)
+    if rows:
+        session.connection().execute(INSERT_EVENTS, [r.row() for r in rows])
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def drop_events(session: Session, _previous: SessionTransaction) -> None:
+    """A rolled-back transaction, or savepoint, writes none of its events. (A savepoint
+    starts with a flush, so what is unwritten when it rolls back was made inside it.)"""
+    session.info.pop(UNWRITTEN_EVENTS, None)

@@ -48,7 +48,6 @@ from app.models import (
     Role,
     Task,
     TaskAttempt,
-    TaskEvent,
     TaskStatus,
 )
 from app.services import audit
@@ -76,7 +75,8 @@ STRATEGIES: dict[str, str] = {
     ),
 }
 ROUTER = "system:router"
-# Most tasks one routing pass assigns in one capability (the rest wait for the next pass).
+# Most tasks one routing pass locks and assigns per capability (the rest wait for the next
+# pass).
 ROUTE_BATCH = 500
 # Candidates (and exclusions) written into each ASSIGNED event; the count says how many.
 DECISION_CANDIDATES = 10
@@ -425,9 +425,14 @@ def prepare(
 ) -> tuple[Pass, list[Task]] | None:
     """Lock the capability's routing row, survey its agents and lock its claimable tasks,
     in queue order, as many as its free slots could take. None when no agent of the
-    capability could take a task (none, or none available, fresh and with a slot its
-    running tasks leave free): then nothing is locked, and a submit while every agent is
-    busy costs one read instead of the lock and the survey.
+    capability could take a task: none, or none available, fresh and with a slot its
+    running tasks leave free (then nothing is locked, and a submit while every agent is
+    busy costs one read instead of the lock and the survey), or none left once surveyed.
+
+    An agent with several of the capabilities has its free slots counted in each one's
+    limit, so a pass may lock more waiting tasks than it can assign (SKIP LOCKED: other
+    routers pass them by); the merged queue needs each capability's best, before any
+    is assigned.
 
     ``agents``: the candidates already surveyed in this pass, by id; an agent with several
     of the capabilities is one Candidate, so a slot it gives to one is gone for the others.
@@ -567,7 +572,7 @@ def routable_unwritten(
         return None
     if any(task.idempotency_key is not None for task in claimable):
         return None
-    if any(not isinstance(obj, (Task, TaskEvent)) for obj in session.new):
+    if any(not isinstance(obj, Task) for obj in session.new):
         return None
     found: dict[str, list[Task]] = {}
     for task in claimable:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, true
+from sqlalchemy import bindparam, func, insert, true
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
@@ -303,15 +303,20 @@ SCORE_LOCKED = (
 )
 
 
+# One statement for a batch's records, without the unit of work: nothing reads them back
+# in the transaction that writes them.
+INSERT_RECORDS = insert(TrustRecord.__table__)
+
+
 def on_attempts_completed(
     tasks: Sequence[Task], agent_id: str, *, actor: str, now: datetime
 ) -> float | None:
     """Each completed attempt earns its agent +0.02, one after another as ``apply`` would.
 
-    Locks the agent row (as ``apply`` does) and reads its score once, adds one record per
-    task, and returns the new score for the caller to write in its own UPDATE of the row
-    (attempts.release_slots), so a batch of completions costs one read and one write of
-    the agent. None when the agent row is gone.
+    Locks the agent row (as ``apply`` does) and reads its score once, inserts one record
+    per task, and returns the new score for the caller to write in its own UPDATE of the
+    row (attempts.release_slots), so a batch of completions costs one read and one write
+    of the agent. None when the agent row is gone.
     """
     row = db.session.execute(SCORE_LOCKED, {"agent_id": agent_id}).first()
     if row is None:
@@ -321,20 +326,21 @@ def on_attempts_completed(
     for task in tasks:
         after = round(min(1.0, max(0.0, score + COMPLETED_DELTA)), SCORE_DECIMALS)
         records.append(
-            TrustRecord(
-                agent_id=agent_id,
-                event_type=TrustEvent.TASK_COMPLETED,
-                task_id=task.id,
-                trust_delta=round(after - score, SCORE_DECIMALS),
-                trust_score_before=score,
-                trust_score_after=after,
-                reason=f"task {task.id} completed (attempt {task.attempt})",
-                actor=actor,
-                created_at=now,
-            )
+            {
+                "agent_id": agent_id,
+                "event_type": TrustEvent.TASK_COMPLETED,
+                "task_id": task.id,
+                "trust_delta": round(after - score, SCORE_DECIMALS),
+                "trust_score_before": score,
+                "trust_score_after": after,
+                "reason": f"task {task.id} completed (attempt {task.attempt})",
+                "actor": actor,
+                "created_at": now,
+            }
         )
         score = after
-    db.session.add_all(records)
+    if records:
+        db.session.execute(INSERT_RECORDS, records)
     return score
 
 

@@ -48,9 +48,9 @@ from app.models import (
     Agent,
     Capability,
     DeliveryStatus,
+    EventRow,
     Role,
     Task,
-    TaskEvent,
     TaskStatus,
     Webhook,
     WebhookAttempt,
@@ -190,7 +190,7 @@ def emit(
     )
 
 
-def task_occurrences(task: Task, event: TaskEvent) -> list[Occurrence]:
+def task_occurrences(task: Task, event: EventRow) -> list[Occurrence]:
     """The webhook events one task transition means (most mean none)."""
     names: list[str] = []
     to_status = event.to_status
@@ -256,7 +256,7 @@ ANY_ACTIVE_WEBHOOK = select(Webhook.id).where(Webhook.active.is_(True)).limit(1)
 
 def write_outbox(session: Session) -> None:
     """Before commit: write an event and its deliveries for every subscribed webhook."""
-    noted: list[tuple[Task, TaskEvent]] = session.info.pop(TASK_EVENTS, None) or []
+    noted: list[tuple[Task, EventRow]] = session.info.pop(TASK_EVENTS, None) or []
     occurrences: list[Occurrence] = session.info.pop(EMITTED, None) or []
     for task, event in noted:
         occurrences.extend(task_occurrences(task, event))

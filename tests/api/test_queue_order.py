@@ -123,7 +123,7 @@ def test_it_claims_a_batch_in_item_order(api: Api, personas: Personas) -> None:
 
 
 # An agent with two capabilities and one slot: the better task goes first whichever of its
-# capabilities it needs (capabilities are routed in name order, but assigned in queue order).
+# capabilities it needs (capabilities are locked in name order, but assigned in queue order).
 TWO_CAPABILITIES = ("report-v1", "summarize-v1")
 
 
@@ -151,4 +151,7 @@ def test_an_agent_registered_while_work_of_two_capabilities_waits_gets_the_bette
     agent_id, agent = api.register_agent(personas.fleet, capabilities=TWO_CAPABILITIES, slots=1)
     detail = api.get(f"/ains/tasks/{ids['summary-8']}", personas.client).get_json()
     assert detail["status"] == "ASSIGNED" and detail["assigned_agent_id"] == agent_id
+    # One slot: the other capability's task waits (one agent, counted once across both).
+    detail = api.get(f"/ains/tasks/{ids['report-2']}", personas.client).get_json()
+    assert detail["status"] == "PENDING" and detail["assigned_agent_id"] is None
     assert drain(api, agent_id, agent) == [ids["summary-8"], ids["report-2"]]
