@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import ColumnElement, and_, delete, inspect, or_
+from sqlalchemy import ColumnElement, and_, delete, insert, inspect, or_
 from sqlalchemy.orm.exc import ObjectDeletedError
 
 from app.extensions import db
@@ -313,10 +313,21 @@ def record(
         path=clean_text(path, 500),
         request_id=clean_text(request_id, 100),
     )
-    db.session.add(event)
     if commit:
+        # One row, nothing to read back: a plain INSERT, without the unit of work.
+        event.id = db.session.execute(INSERT_EVENT, row_of(event)).scalar_one()
         db.session.commit()
+    else:
+        db.session.add(event)
     return event
+
+
+INSERT_EVENT = insert(AuditEvent.__table__).returning(AuditEvent.__table__.c.id)
+_COLUMNS = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
+
+
+def row_of(event: AuditEvent) -> dict[str, Any]:
+    return {key: getattr(event, key) for key in _COLUMNS}
 
 
 def outcome_of(status_code: int) -> str:
