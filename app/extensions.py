@@ -34,13 +34,13 @@ limiter = Limiter(
 
 # psycopg converts each statement's %(name)s placeholders in Python and caches the result
 # only for statements under 4,096 characters and 50 parameters. The multi-row INSERTs the
-# unit of work sends for a claim or a batch completion (events, attempts, trust records of
-# up to a few dozen tasks: a few hundred parameters) were converted again on every
-# execution, about a tenth of the CPU of a drained task. Cache those too, up to these
-# ceilings: the cache is psycopg's LRU of 128 statements, so at most about 20 MB per process
-# even if every entry were this large; bigger statements (a 100-task batch submit) are
-# converted each time, as before. The limits are module constants with no public setting;
-# if a psycopg release drops them, this is a no-op.
+# unit of work sends for a claim or a batch completion (the attempts of up to a few dozen
+# tasks, and then their events and trust records too: a few hundred parameters) were
+# converted again on every execution, about a tenth of the CPU of a drained task, when this
+# was measured. Cache those too, up to these ceilings: the cache is psycopg's LRU of 128
+# statements, so at most about 20 MB per process even if every entry were this large; bigger
+# statements (a 100-task batch submit) are converted each time, as before. The limits are
+# module constants with no public setting; if a psycopg release drops them, this is a no-op.
 PSYCOPG_CACHED_STATEMENT_LENGTH = 32 * 1024
 PSYCOPG_CACHED_STATEMENT_PARAMS = 512
 

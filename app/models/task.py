@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,8 @@ from sqlalchemy.orm import Mapped, Session, SessionTransaction, UOWTransaction, 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
 from app.models.base import BigIntPK, JSONType, UTCDateTime
+
+log = logging.getLogger(__name__)
 
 
 class TaskStatus:
@@ -397,3 +400,18 @@ def drop_events(session: Session, _previous: SessionTransaction) -> None:
     """A rolled-back transaction, or savepoint, writes none of its events. (A savepoint
     starts with a flush, so what is unwritten when it rolls back was made inside it.)"""
     session.info.pop(UNWRITTEN_EVENTS, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def forget_events(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ends with events unwritten (its task's change was expired or
+    expunged before any flush) must not hand them to the next one."""
+    if transaction.parent is None and session.info.get(UNWRITTEN_EVENTS):
+        rows = session.info.pop(UNWRITTEN_EVENTS)
+        log.warning(
+            "%d task events dropped: their transaction ended without writing their tasks "
+            "(first: task %s to %s)",
+            len(rows),
+            rows[0].task_id,
+            rows[0].to_status,
+        )

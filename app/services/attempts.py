@@ -178,7 +178,8 @@ def record_completions(
 
     The attempt rows close in one UPDATE; per agent (in id order), its trust row is locked
     and read once (trust.on_attempts_completed) and one UPDATE frees its slots and writes
-    its counters and score. The task rows, events and trust records are flushed together.
+    its counters and score. The task rows go out in one flush, their events in one
+    INSERT after it, the trust records in one INSERT before it.
     """
     if not done:
         return

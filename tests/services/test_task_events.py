@@ -3,6 +3,9 @@ and never for a transition that was rolled back (a whole transaction or a savepo
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from sqlalchemy import func
 
 from app.extensions import db
@@ -88,3 +91,18 @@ def test_a_rolled_back_savepoint_takes_back_its_events_and_keeps_the_outer_ones(
     ]
     total = db.session.scalar(db.select(func.count()).select_from(TaskEvent))
     assert total == sum(len(h) for h in before.values()) + 2
+
+
+def test_events_of_a_change_thrown_away_unflushed_do_not_reach_the_next_transaction(
+    actors: Actors, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = make_task(actors.client, utcnow())
+    before = history(task.id)
+    task.transition(TaskStatus.CANCELLED, actor="lost", now=utcnow())
+    db.session.expire(task)  # the change is gone before any flush wrote it
+    with caplog.at_level(logging.WARNING, logger="app.models.task"):
+        db.session.commit()
+    assert "1 task events dropped" in caplog.text
+    task.priority = 2  # the next transaction flushes: it must not write the lost event
+    db.session.commit()
+    assert history(task.id) == before
