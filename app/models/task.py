@@ -383,7 +383,10 @@ class TaskDependency(db.Model):
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-INSERT_EVENTS = insert(TaskEvent.__table__)
+# RETURNING, though the ids go unread: SQLAlchemy then sends the rows as multi-row INSERTs
+# (insertmanyvalues), where psycopg's executemany would run one INSERT per row on the
+# server.
+INSERT_EVENTS = insert(TaskEvent.__table__).returning(TaskEvent.__table__.c.id)
 
 
 @event.listens_for(Session, "after_flush")

@@ -304,8 +304,9 @@ SCORE_LOCKED = (
 
 
 # One statement for a batch's records, without the unit of work: nothing reads them back
-# in the transaction that writes them.
-INSERT_RECORDS = insert(TrustRecord.__table__)
+# in the transaction that writes them. (RETURNING makes it a multi-row INSERT, see
+# models.task.INSERT_EVENTS.)
+INSERT_RECORDS = insert(TrustRecord.__table__).returning(TrustRecord.__table__.c.id)
 
 
 def on_attempts_completed(
