@@ -5,13 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Insert, Integer, TypeDecorator, insert
 from sqlalchemy.dialects.postgresql import JSONB
 
 from app.lib.clock import as_utc
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def plain_insert(model: Any) -> Insert:
+    """An INSERT of ``model``'s rows that bypasses the unit of work (for rows nothing reads
+    back in their transaction), RETURNING id whether or not it is read: given a list of
+    rows, SQLAlchemy then sends multi-row INSERTs (insertmanyvalues), where psycopg's
+    executemany would run one INSERT per row on the server."""
+    table = model.__table__
+    return insert(table).returning(table.c.id)
 
 
 class UTCDateTime(TypeDecorator):

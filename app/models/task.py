@@ -17,14 +17,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
-    insert,
     text,
 )
 from sqlalchemy.orm import Mapped, Session, SessionTransaction, UOWTransaction, mapped_column
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
-from app.models.base import BigIntPK, JSONType, UTCDateTime
+from app.models.base import BigIntPK, JSONType, UTCDateTime, plain_insert
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +239,9 @@ class Task(db.Model):
         info.setdefault(TASK_EVENTS, []).append((self, row))
         if to_status in TaskStatus.TERMINAL:
             # Dependents and chains react before this transaction commits (services/workflows).
-            db.session.info.setdefault(FINISHED_TASKS, []).append(self)
+            info.setdefault(FINISHED_TASKS, []).append(self)
         elif to_status == TaskStatus.PENDING:
-            db.session.info.setdefault(ROUTABLE_TASKS, []).append((self, now))
+            info.setdefault(ROUTABLE_TASKS, []).append((self, now))
         return row
 
     def to_dict(
@@ -383,10 +382,7 @@ class TaskDependency(db.Model):
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-# RETURNING, though the ids go unread: SQLAlchemy then sends the rows as multi-row INSERTs
-# (insertmanyvalues), where psycopg's executemany would run one INSERT per row on the
-# server.
-INSERT_EVENTS = insert(TaskEvent.__table__).returning(TaskEvent.__table__.c.id)
+INSERT_EVENTS = plain_insert(TaskEvent)
 
 
 @event.listens_for(Session, "after_flush")

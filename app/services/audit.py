@@ -23,13 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import ColumnElement, and_, delete, insert, inspect, or_
+from sqlalchemy import ColumnElement, and_, delete, inspect, or_
 from sqlalchemy.orm.exc import ObjectDeletedError
 
 from app.extensions import db
 from app.lib.clock import as_utc, isoformat, utcnow
 from app.lib.cursors import BadCursor, decode_cursor, encode_cursor
 from app.models import AuditEvent, AuditOutcome
+from app.models.base import plain_insert
 from app.services.errors import InvalidInput
 
 # A summary is a glance, not a copy: anything larger is cut down to this.
@@ -322,11 +323,12 @@ def record(
     return event
 
 
-INSERT_EVENT = insert(AuditEvent.__table__).returning(AuditEvent.__table__.c.id)
+INSERT_EVENT = plain_insert(AuditEvent)
 _COLUMNS = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
 
 
 def row_of(event: AuditEvent) -> dict[str, Any]:
+    """The row's values, as the INSERT takes them."""
     return {key: getattr(event, key) for key in _COLUMNS}
 
 

@@ -19,11 +19,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, true
+from sqlalchemy import bindparam, func, true
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
 from app.models import Agent, AttemptOutcome, Role, Task, TaskAttempt, TrustEvent, TrustRecord
+from app.models.base import plain_insert
 from app.services import audit
 from app.services.errors import NotFound, invalid
 from app.services.principal import Principal, visible_agent
@@ -303,10 +304,8 @@ SCORE_LOCKED = (
 )
 
 
-# One statement for a batch's records, without the unit of work: nothing reads them back
-# in the transaction that writes them. (RETURNING makes it a multi-row INSERT, see
-# models.task.INSERT_EVENTS.)
-INSERT_RECORDS = insert(TrustRecord.__table__).returning(TrustRecord.__table__.c.id)
+# One statement for a batch's records: nothing reads them back in their transaction.
+INSERT_RECORDS = plain_insert(TrustRecord)
 
 
 def on_attempts_completed(
