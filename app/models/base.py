@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Insert, Integer, TypeDecorator, insert
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Insert,
+    Integer,
+    TypeDecorator,
+    insert,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from app.lib.clock import as_utc
@@ -21,6 +31,17 @@ def plain_insert(model: Any) -> Insert:
     executemany would run one INSERT per row on the server."""
     table = model.__table__
     return insert(table).returning(table.c.id)
+
+
+def not_null_index(name: str, *columns: str, unique: bool = False) -> Index:
+    """An index of only the rows whose last column is set (the same partial index on
+    PostgreSQL and SQLite; migrations write its WHERE as ``not_null_where`` does)."""
+    where = not_null_where(columns[-1])
+    return Index(name, *columns, unique=unique, postgresql_where=where, sqlite_where=where)
+
+
+def not_null_where(column: str) -> Any:
+    return text(f"{column} IS NOT NULL")
 
 
 class UTCDateTime(TypeDecorator):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, Session, SessionTransaction, UOWTransaction, 
 
 from app.extensions import db
 from app.lib.clock import isoformat, utcnow
-from app.models.base import BigIntPK, JSONType, UTCDateTime, plain_insert
+from app.models.base import BigIntPK, JSONType, UTCDateTime, not_null_index, plain_insert
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,23 @@ class Task(db.Model):
         Index("ix_tasks_created", "created_at", "id"),
         Index("ix_tasks_status_created", "status", "created_at", "id"),
         Index("ix_tasks_client_created", "client_id", "created_at", "id"),
-        Index("ix_tasks_status_lease", "status", "lease_expires_at"),
-        Index("ix_tasks_next_retry", "next_retry_at"),
-        Index("ix_tasks_status_timeout", "status", "timeout_at"),
-        Index("ix_tasks_status_expires", "status", "expires_at"),
-        Index("ix_tasks_cancel_requested", "status", "cancel_requested_at"),
+        # The sweeps' deadlines, and the rarer links and keys: each index holds only the
+        # rows that have the value, since a query comparing it (deadline < now, key = x)
+        # implies NOT NULL. A task's row is written four times (submitted, routed, claimed,
+        # finished) and an update that changes an indexed column adds an entry to every
+        # index; most rows have none of these values, so they skip these indexes.
+        *(
+            not_null_index(name, *columns)
+            for name, *columns in (
+                ("ix_tasks_status_lease", "status", "lease_expires_at"),
+                ("ix_tasks_next_retry", "next_retry_at"),
+                ("ix_tasks_status_timeout", "status", "timeout_at"),
+                ("ix_tasks_status_expires", "status", "expires_at"),
+                ("ix_tasks_cancel_requested", "status", "cancel_requested_at"),
+                ("ix_tasks_template_id", "template_id"),
+                ("ix_tasks_chain_id", "chain_id"),
+            )
+        ),
         Index("ix_tasks_status_assigned", "status", "assigned_at"),
         # Console lists at scale (bench/console.py): newest first for one agent, one
         # capability or one task type, and the dead-letter view's FAILED tasks with the
@@ -149,7 +161,8 @@ class Task(db.Model):
             postgresql_where=text(SCHEDULE_RUN),
             sqlite_where=text(SCHEDULE_RUN),
         ),
-        UniqueConstraint("client_id", "idempotency_key", name="uq_tasks_client_idempotency"),
+        # Unique among keyed tasks (NULLs never clash): keyless submits skip the index.
+        not_null_index("uq_tasks_client_idempotency", "client_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -203,9 +216,9 @@ class Task(db.Model):
     # what happens when one fails, and where the task came from.
     pending_dependencies: Mapped[int] = mapped_column(Integer, default=0)
     on_dependency_failure: Mapped[str] = mapped_column(String(8), default="cancel")
-    template_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    template_id: Mapped[str | None] = mapped_column(String(40))
     template_version: Mapped[int | None] = mapped_column(Integer)
-    chain_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    chain_id: Mapped[str | None] = mapped_column(String(40))
     chain_step: Mapped[int | None] = mapped_column(Integer)
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, false, null, tuple_, union_all, update
+from sqlalchemy import bindparam, null, tuple_, union_all, update
 from sqlalchemy.orm.util import identity_key
 
 from app.extensions import db
@@ -356,18 +356,32 @@ def renew_leases(agent_id: str, now: datetime, task_ids: Sequence[str] | None = 
 
 
 # One statement, built once (every claim answer and heartbeat runs it): the agent's
-# running tasks (with whether a cancel was asked), then the attempts the server ended
-# lately (with their outcome).
+# running tasks a client asked to cancel, then the attempts the server ended lately (with
+# their outcome) whose task it does not hold again. Both parts are usually empty, and read
+# small indexes: ix_tasks_cancel_requested holds only tasks with a cancel asked, and the
+# running tasks are looked up by id, only for the attempts found. (Listing the agent's
+# running tasks instead cost a scan of its index entries, dead row versions included, on
+# every claim.)
+_HOLDS_AGAIN = (
+    db.select(Task.id)
+    .where(
+        Task.id == TaskAttempt.task_id,
+        Task.assigned_agent_id == bindparam("agent_id"),
+        Task.status == TaskStatus.ACTIVE,
+    )
+    .exists()
+)
 STOP_NOTICES = union_all(
-    db.select(
-        Task.id.label("task_id"),
-        Task.cancel_requested_at.is_not(None).label("asked"),
-        null().label("outcome"),
-    ).where(Task.assigned_agent_id == bindparam("agent_id"), Task.status == TaskStatus.ACTIVE),
-    db.select(TaskAttempt.task_id, false(), TaskAttempt.outcome).where(
+    db.select(Task.id.label("task_id"), null().label("outcome")).where(
+        Task.assigned_agent_id == bindparam("agent_id"),
+        Task.status == TaskStatus.ACTIVE,
+        Task.cancel_requested_at.is_not(None),
+    ),
+    db.select(TaskAttempt.task_id, TaskAttempt.outcome).where(
         TaskAttempt.agent_id == bindparam("agent_id"),
         TaskAttempt.ended_at > bindparam("since"),
         TaskAttempt.outcome.in_(AttemptOutcome.SERVER_ENDED),
+        ~_HOLDS_AGAIN,
     ),
 )
 
@@ -378,16 +392,14 @@ def stop_notices(agent_id: str, now: datetime) -> dict[str, list[str]]:
     ``cancelled_task_ids``: running tasks a client asked to cancel, and tasks cancelled
     lately while the agent held them. ``stop_task_ids``: those plus the tasks the server
     took back lately (timed out, agent lost). Repeated for a while so a lost response
-    does not lose the notice; an agent ignores ids it is not running.
+    does not lose the notice; an agent ignores ids it is not running. A task taken back
+    and claimed again by this same agent runs under a new attempt: the old attempt's
+    notice does not stop it.
     """
     since = now - timedelta(seconds=settings.stop_notice_seconds)
     rows = db.session.execute(STOP_NOTICES, {"agent_id": agent_id, "since": since}).all()
-    running = [(tid, asked) for tid, asked, outcome in rows if outcome is None]
-    requested = {tid for tid, asked in running if asked}
-    # A task taken back and claimed again by this same agent runs under a new attempt:
-    # the old attempt's notice must not stop it.
-    held = {tid for tid, _ in running}
-    ended = [(tid, outcome) for tid, _, outcome in rows if outcome is not None and tid not in held]
+    requested = {tid for tid, outcome in rows if outcome is None}
+    ended = [(tid, outcome) for tid, outcome in rows if outcome is not None]
     cancelled = requested | {tid for tid, outcome in ended if outcome == AttemptOutcome.CANCELLED}
     stop = cancelled | {tid for tid, _ in ended}
     return {"cancelled_task_ids": sorted(cancelled), "stop_task_ids": sorted(stop)}

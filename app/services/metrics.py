@@ -22,6 +22,7 @@ import time
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -112,10 +113,13 @@ OUTAGE_RECHECK_SECONDS = 5.0
 REDIS_TIMEOUT_SECONDS = 0.5
 
 
+# The fields are built per task event, from few distinct label sets: kept once built.
+@lru_cache(maxsize=4096)
 def counter_field(name: str, labels: tuple[str, ...]) -> str:
     return json.dumps([name, *labels], separators=(",", ":"))
 
 
+@lru_cache(maxsize=4096)
 def bucket_field(labels: tuple[str, ...], bucket: int | str) -> str:
     """A histogram hash field: the label values and a bucket index (or "sum")."""
     return json.dumps([*labels, bucket], separators=(",", ":"))
