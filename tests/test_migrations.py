@@ -10,6 +10,7 @@ migrations/env.py, with the app's Flask-Migrate options and SQLite connection se
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -197,6 +198,51 @@ def test_the_models_match_the_head_revision(migrations_db: MigrationsDb) -> None
     assert differences == [], "models and migrations differ (write a migration):\n" + "\n".join(
         map(repr, differences)
     )
+
+
+def predicate_words(sql: str) -> str:
+    """A partial index's WHERE as words, the same however the database prints it back
+    (PostgreSQL adds parentheses and casts, and writes LIKE as ~~)."""
+    sql = re.sub(r"::\w+( \w+)*", "", sql.replace("~~", " LIKE "))
+    return " ".join(re.findall(r"[\w%:']+", sql.lower()))
+
+
+def head_predicates(migrations_db: MigrationsDb) -> dict[str, str]:
+    """Each partial index of the migrated head, by name: its WHERE."""
+    with migrations_db.connect() as conn:
+        if IS_POSTGRES:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i"
+                    " JOIN pg_class c ON c.oid = i.indexrelid"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = :schema AND i.indpred IS NOT NULL"
+                ),
+                {"schema": SCHEMA},
+            )
+            return {name: predicate_words(where) for name, where in rows}
+        rows = conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+        return {
+            name: predicate_words(sql.split(" WHERE ", 1)[1])
+            for name, sql in rows
+            if sql and " WHERE " in sql
+        }
+
+
+def test_the_head_partial_indexes_have_the_models_conditions(
+    migrations_db: MigrationsDb,
+) -> None:
+    """Autogenerate compares an index's columns, not its WHERE: this compares those."""
+    migrations_db.upgrade("head")
+    option = "postgresql_where" if IS_POSTGRES else "sqlite_where"
+    expected = {
+        str(index.name): predicate_words(str(index.dialect_options[option.split("_")[0]]["where"]))
+        for table in db.metadata.tables.values()
+        for index in table.indexes
+        if index.dialect_options[option.split("_")[0]]["where"] is not None
+    }
+    assert "uq_tasks_client_idempotency" in expected and "ix_tasks_status_lease" in expected
+    assert head_predicates(migrations_db) == expected
 
 
 def tasks_table() -> sa.TableClause:
