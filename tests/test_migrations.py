@@ -234,13 +234,13 @@ def test_the_head_partial_indexes_have_the_models_conditions(
 ) -> None:
     """Autogenerate compares an index's columns, not its WHERE: this compares those."""
     migrations_db.upgrade("head")
-    option = "postgresql_where" if IS_POSTGRES else "sqlite_where"
-    expected = {
-        str(index.name): predicate_words(str(index.dialect_options[option.split("_")[0]]["where"]))
+    dialect = "postgresql" if IS_POSTGRES else "sqlite"
+    wheres = {
+        str(index.name): index.dialect_options[dialect]["where"]
         for table in db.metadata.tables.values()
         for index in table.indexes
-        if index.dialect_options[option.split("_")[0]]["where"] is not None
     }
+    expected = {name: predicate_words(str(w)) for name, w in wheres.items() if w is not None}
     assert "uq_tasks_client_idempotency" in expected and "ix_tasks_status_lease" in expected
     assert head_predicates(migrations_db) == expected
 
