@@ -18,7 +18,6 @@ from app.lib.clock import epoch_micros, utcnow
 from app.lib.tokens import new_id
 from app.models import (
     ROUTABLE_TASKS,
-    Agent,
     AgentStatus,
     Role,
     Task,
@@ -27,7 +26,7 @@ from app.models import (
 from app.services import routing
 from app.services.attempts import open_attempt, stop_notices
 from app.services.errors import Conflict, InvalidInput, NotFound, NotPermitted
-from app.services.principal import AGENT_LOCKED, Principal, require_agent
+from app.services.principal import Principal, require_agent
 from app.services.settings import settings
 from app.services.wakeups import wakeups
 
@@ -355,34 +354,27 @@ RESERVATION_KEYS = (
 )
 
 
-@dataclass
-class ClaimRouting:
-    """What a claim's look at the unassigned queue did.
-
-    ``unseen``: work waits, but the agent, read without a lock, had no free slot or was
-    INACTIVE, so nothing was routed. ``mine``: work was routed, in this transaction, which
-    is still open and unflushed; these are the tasks routed to the claiming agent."""
-
-    unseen: bool = False
-    mine: list[Task] | None = None
-
-
-def route_for_claim(
-    principal: Principal, agent_id: str, max_tasks: int, now: datetime
-) -> ClaimRouting:
+def route_for_claim(principal: Principal, agent_id: str, max_tasks: int, now: datetime) -> bool:
     """Before a claim: when work waits unassigned that the agent could take (a slot its
-    reservations leave free, or work better than they are), route it.
+    reservations leave free, or work better than they are), route it and commit, in a
+    transaction of its own.
 
-    The routing pass is left open for the claim to start its share in the same
-    transaction (``claim_or_full``), each task's row then written once, routed and
-    started; when the agent's row is busy the pass commits on its own first (the
-    capability's routing lock, which every router of it waits for, is never held while
-    waiting for an agent). Reads only, and leaves the transaction open, when nothing is to
-    be routed.
+    A capability's routing lock serialises every routing pass of it (submits, claims,
+    heartbeats, the sweep). Held through the whole claim (the agent's lock, the routing
+    pass, then the claim's own writes) it made the other claims queue: the S2 drain spent
+    a hundred milliseconds waiting for it per claim, and submits, completions and
+    heartbeats queued behind the agent locks those waiting claims held. Committed first,
+    the pass holds it for its assignments alone, and no agent lock is held while waiting
+    for it. The claim that follows starts what was reserved for the agent. (A task routed
+    to the claiming agent is so written twice: ASSIGNED, then ACTIVE.)
+
+    Reads only, and leaves the transaction open, when nothing is to be routed. Returns
+    True when work waits but the agent, read without a lock, had no free slot or was
+    INACTIVE (a report or heartbeat in flight may change that before the claim's look).
     """
     waiting = routing.best_waiting_for(agent_id, now)
     if waiting is None:
-        return ClaimRouting()
+        return False
     agent = require_agent(principal, agent_id)  # not locked: the claim locks it next
     slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
     keys: list[int] = []
@@ -394,51 +386,17 @@ def route_for_claim(
         # Nothing to route for it (or its slots are reserved for better work than what
         # waits). The claim's locked read must see the row as it is then, not as here.
         db.session.expire(agent)
-        return ClaimRouting(unseen=unseen)
+        return unseen
     if keys and keys[-1] > waiting:
         # Reservations behind the waiting work go back: routed again in queue order, so
         # no task starts before a better one.
         routing.give_back(agent_id, waiting, now)
-    made = routing.route(agent.capability_names, now)
+    routing.route(agent.capability_names, now)
     db.session.info.pop(ROUTABLE_TASKS, None)  # routed just now: no second pass at commit
     # The claim that follows takes up to ``slots`` of what was routed to this agent.
     routing.spare_wakeups(db.session(), agent_id, slots)
-    with db.session.no_autoflush:
-        mine = [db.session.get_one(Task, tid) for tid, winner in made if winner == agent_id]
-    return ClaimRouting(mine=mine)
-
-
-# The claimant's row, locked only if no other writer holds it (see lock_claimant).
-AGENT_IF_FREE = AGENT_LOCKED.with_for_update(key_share=True, skip_locked=True).execution_options(
-    populate_existing=True
-)
-
-
-def lock_claimant(principal: Principal, agent_id: str, looked: ClaimRouting) -> Agent:
-    """The claiming agent's row, locked: this serialises the claims of one agent, so two
-    concurrent polls cannot both see the same free slot and exceed max_concurrent_tasks.
-
-    After a routing pass left open, the row is taken only if free (SKIP LOCKED, with
-    autoflush off so the pass stays unwritten); when another writer holds it (a report, a
-    heartbeat, the agent's other poll), the pass commits first and the claim then waits for
-    the row in a transaction of its own, as it does when nothing was routed."""
-    if looked.mine is not None:
-        with db.session.no_autoflush:
-            agent = db.session.scalars(AGENT_IF_FREE, {"agent_id": agent_id}).first()
-        if agent is not None:
-            return agent
-        looked.mine = None
-        db.session.commit()
-    return require_agent(principal, agent_id, lock=True)
-
-
-def end_look(looked: ClaimRouting) -> None:
-    """A claim that starts nothing: its routing pass, if one is open, commits (other agents
-    may have been given work); otherwise it wrote nothing, and rolls back."""
-    if looked.mine is not None:
-        db.session.commit()
-    else:
-        db.session.rollback()
+    db.session.commit()
+    return False
 
 
 def claim_tasks(
@@ -482,26 +440,20 @@ def claim_or_full(
     pinned = now is not None
     now = now or utcnow()
     for look in range(2):
-        looked = route_for_claim(principal, agent_id, max_tasks, now)
-        agent = lock_claimant(principal, agent_id, looked)
+        unseen = route_for_claim(principal, agent_id, max_tasks, now)
+        # Locking the agent row serialises claims of one agent, so two concurrent polls
+        # cannot both see the same free slot and exceed max_concurrent_tasks.
+        agent = require_agent(principal, agent_id, lock=True)
         if agent.status == AgentStatus.INACTIVE:
-            end_look(looked)
+            db.session.rollback()
             raise Conflict(f"agent {agent_id!r} is INACTIVE: send a heartbeat before claiming")
         slots = min(max_tasks, agent.max_concurrent_tasks - agent.active_tasks)
         if slots <= 0:
             notices = stop_notices(agent.id, now)
-            end_look(looked)
+            db.session.rollback()
             return ClaimPass([], full=True, notices=notices)
-        if looked.mine is None:
-            tasks = lock_assigned(agent.id, slots, now)
-        else:
-            # Its earlier reservations (in the database) and this pass's (not yet
-            # written), the best first: each started task's row is then written once.
-            with db.session.no_autoflush:
-                held = lock_assigned(agent.id, slots, now)
-            fresh = [t for t in looked.mine if t not in held]
-            tasks = sorted([*held, *fresh], key=lambda t: t.queue_key)[:slots]
-        if looked.unseen and len(tasks) < slots and look == 0:
+        tasks = lock_assigned(agent.id, slots, now)
+        if unseen and len(tasks) < slots and look == 0:
             # Work waits, and a slot freed (or the agent came back) between the unlocked
             # read that skipped routing and this locked one: route, then look again.
             db.session.rollback()
@@ -509,7 +461,7 @@ def claim_or_full(
         break
     if not tasks:
         notices = stop_notices(agent.id, now) if last else None
-        end_look(looked)
+        db.session.rollback()  # it wrote nothing
         return ClaimPass([], notices=notices)
     actor = f"agent:{agent.id}"
     # Stamp the claim after the rows are locked: a task is visible only once its submit

@@ -115,7 +115,7 @@ def test_a_claim_answers_what_it_wrote(app: Flask, api: Api, personas: Personas)
         assert task["status"] == "ACTIVE" and task["attempt"] == 1
 
 
-def test_a_claim_starts_what_it_routes_writing_each_row_once(
+def test_a_claim_routes_waiting_work_in_a_transaction_of_its_own(
     app: Flask, api: Api, personas: Personas
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet, slots=2)
@@ -127,69 +127,27 @@ def test_a_claim_starts_what_it_routes_writing_each_row_once(
         claimed = api.claim(agent_id, agent, max_tasks=2)
     assert sorted(t["task_id"] for t in claimed) == sorted(ids)
     sql = [s for s, _ in seen]
-    routing_lock = next(i for i, s in enumerate(sql) if s.startswith("SELECT capability_routing."))
-    writes = [i for i, s in enumerate(sql) if s.startswith("UPDATE tasks")]
-    # Routed and started in one transaction: one UPDATE per row, with both changes.
-    assert len(writes) == 1 and rows_written(seen, "UPDATE tasks") == 2, sql
-    assert "assigned_agent_id" in sql[writes[0]] and "claimed_at" in sql[writes[0]]
-    assert routing_lock < writes[0] and sql[routing_lock:].count("COMMIT") == 1, sql
+
+    def first(test: Any, start: int = 0) -> int:
+        return next(i for i in range(start, len(sql)) if test(sql[i]))
+
+    routing_lock = first(lambda s: s.startswith("SELECT capability_routing."))
+    assigned = first(lambda s: s.startswith("UPDATE tasks") and "assigned_agent_id" in s)
+    routed = first(lambda s: s == "COMMIT", assigned)
+    started = first(lambda s: s.startswith("UPDATE tasks") and "claimed_at" in s, routed)
+    # The routing pass (the capability's lock, the assignments) commits before the claim
+    # locks its agent and starts the tasks: the lock every router of the capability waits
+    # for is not held through the claim's own writes.
+    assert routing_lock < assigned < routed < started, sql
     if IS_POSTGRES:  # SQLite renders no FOR UPDATE (its writers take the database's lock)
-        # The agent's row is taken only if free: the routing lock is never held waiting.
-        agent_lock = next(i for i, s in enumerate(sql) if "FOR NO KEY UPDATE SKIP LOCKED" in s)
-        assert routing_lock < agent_lock < writes[0], sql
+        agent_lock = first(lambda s: s.startswith("SELECT agents.") and "FOR NO KEY UPDATE" in s)
+        assert routed < agent_lock < started, sql
+    assert not [s for s in sql[routed:] if s.startswith("SELECT capability_routing.")], sql
+    assert rows_written(seen, "UPDATE tasks") == 4  # ASSIGNED, then ACTIVE
     for task_id in ids:
         shown = api.get(f"/ains/tasks/{task_id}", personas.client).get_json()
         assert [e["to_status"] for e in shown["events"]] == ["PENDING", "ASSIGNED", "ACTIVE"]
         assert shown["status"] == "ACTIVE" and shown["assigned_agent_id"] == agent_id
-
-
-@pytest.mark.skipif(not IS_POSTGRES, reason="SQLite has no row locks to hold")
-def test_a_claim_whose_agent_row_is_busy_commits_its_routing_before_waiting(
-    app: Flask, api: Api, personas: Personas
-) -> None:
-    agent_id, agent = api.register_agent(personas.fleet, slots=2)
-    set_active_tasks(app, agent_id, 2)
-    ids = [api.submit(personas.client)["task_id"] for _ in range(2)]
-    set_active_tasks(app, agent_id, 0)
-    out: dict[str, Any] = {}
-
-    def claim() -> None:
-        response = app.test_client().post(
-            f"/ains/agents/{agent_id}/tasks/claim",
-            json={"max_tasks": 2, "wait_seconds": 0},
-            headers=agent.headers,
-        )
-        out["status"], out["body"] = response.status_code, response.get_json()
-
-    with app.app_context():
-        engine = db.engine
-    # Another writer (a report, a heartbeat) holds the agent's row, as they lock it.
-    with engine.connect() as holder, engine.connect() as looker:
-        holder.exec_driver_sql("SELECT id FROM agents WHERE id = %s FOR NO KEY UPDATE", (agent_id,))
-        claimer = threading.Thread(target=claim)
-        claimer.start()
-        statuses: list[str] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            statuses = [
-                looker.exec_driver_sql("SELECT status FROM tasks WHERE id = %s", (i,)).scalar_one()
-                for i in ids
-            ]
-            looker.rollback()
-            if statuses == ["ASSIGNED", "ASSIGNED"]:
-                break
-            time.sleep(0.02)
-        # The routing pass committed while the claim waits for the row: routers of the
-        # capability are not held up behind this agent's writer.
-        assert statuses == ["ASSIGNED", "ASSIGNED"]
-        assert claimer.is_alive()
-        holder.rollback()
-    claimer.join(timeout=10)
-    assert out["status"] == 200, out
-    assert sorted(t["task_id"] for t in out["body"]["tasks"]) == sorted(ids)
-    for task_id in ids:
-        shown = api.get(f"/ains/tasks/{task_id}", personas.client).get_json()
-        assert [e["to_status"] for e in shown["events"]] == ["PENDING", "ASSIGNED", "ACTIVE"]
 
 
 def test_a_claim_leaves_a_reservation_routed_beyond_its_slots(
@@ -354,15 +312,15 @@ def test_a_claim_routes_when_a_slot_frees_between_its_two_looks(
     real = dispatch.route_for_claim
     seen: list[bool] = []
 
-    def report_lands_meanwhile(*args: Any) -> dispatch.ClaimRouting:
-        looked = real(*args)
-        seen.append(looked.unseen)
+    def report_lands_meanwhile(*args: Any) -> bool:
+        unseen = real(*args)
+        seen.append(unseen)
         if len(seen) == 1:
             # The agent's running task is reported between the unlocked look, which saw
             # no free slot and so routed nothing, and the claim's locked one.
             db.session.rollback()
             set_active_tasks(app, agent_id, 0)
-        return looked
+        return unseen
 
     monkeypatch.setattr(dispatch, "route_for_claim", report_lands_meanwhile)
     claimed = api.claim(agent_id, agent, wait_seconds=0)
