@@ -284,6 +284,8 @@ ROUTING_STATE = (
     .where(CapabilityRouting.capability == bindparam("capability"))
     .with_for_update()
 )
+# The same row, only if no other router holds it (see route_recorded).
+ROUTING_STATE_IF_FREE = ROUTING_STATE.with_for_update(skip_locked=True)
 
 
 def survey(capability: str, now: datetime) -> list[Candidate]:
@@ -308,13 +310,13 @@ def survey(capability: str, now: datetime) -> list[Candidate]:
     ]
 
 
-def could_take(capability: str, now: datetime) -> bool:
-    """Whether any agent of the capability might take a task: available, fresh, and with a
-    slot its running tasks leave free. One indexed read, no lock: its assigned tasks only
-    add to an agent's load, so False is certain as of the read."""
+def could_take(capability: str, now: datetime) -> str | None:
+    """An agent of the capability that might take a task (available, fresh, and with a
+    slot its running tasks leave free), or None. One indexed read, no lock: its assigned
+    tasks only add to an agent's load, so None is certain as of the read."""
     fresh_after = now - timedelta(seconds=settings.lease_seconds)
     params = {"capability": capability, "fresh_after": fresh_after}
-    return db.session.execute(COULD_TAKE, params).first() is not None
+    return db.session.scalar(COULD_TAKE, params)
 
 
 def narrow(pool: list[Candidate], avoid: set[str]) -> list[Candidate]:
@@ -365,11 +367,14 @@ def decision_data(decision: Decision, candidates: Sequence[Candidate]) -> dict[s
 # --- routing ------------------------------------------------------------------------------
 
 
-def lock_state(capability: str) -> CapabilityRouting:
-    """The capability's routing row, created if missing, locked until commit."""
-    state = db.session.scalars(ROUTING_STATE, {"capability": capability}).first()
+def lock_state(capability: str, *, wait: bool = True) -> CapabilityRouting | None:
+    """The capability's routing row, created if missing, locked until commit. With
+    ``wait=False``: None when another router holds it, instead of waiting for it."""
+    query = ROUTING_STATE if wait else ROUTING_STATE_IF_FREE
+    state = db.session.scalars(query, {"capability": capability}).first()
     if state is not None:
         return state
+    # Missing (or, not waiting, held): created if missing, then read again.
     dialect = db.session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     db.session.execute(
@@ -377,8 +382,8 @@ def lock_state(capability: str) -> CapabilityRouting:
         .values(capability=capability, updated_at=utcnow())
         .on_conflict_do_nothing(index_elements=["capability"])
     )
-    query = ROUTING_STATE.execution_options(populate_existing=True)
-    return db.session.scalars(query, {"capability": capability}).one()
+    query = query.execution_options(populate_existing=True)
+    return db.session.scalars(query, {"capability": capability}).first()
 
 
 def effective_strategy(task_strategy: str | None, state: CapabilityRouting | None) -> str:
@@ -422,6 +427,8 @@ def prepare(
     now: datetime,
     agents: dict[str, Candidate],
     unwritten: Sequence[Task] = (),
+    *,
+    wait: bool = True,
 ) -> tuple[Pass, list[Task]] | None:
     """Lock the capability's routing row, survey its agents and lock its claimable tasks,
     in queue order, as many as its free slots could take. None when no agent of the
@@ -439,10 +446,18 @@ def prepare(
     ``unwritten``: claimable tasks of this capability added to the session but not yet
     inserted (see ``route_recorded``); they take their place in the queue beside the ones
     read from the database, and one routed here is inserted already ASSIGNED.
+
+    ``wait=False``: when another router holds the capability's routing row, None, and an
+    agent that might take a task is woken once this transaction commits: its claim
+    routes what waits (``route_recorded`` says why).
     """
-    if not could_take(capability, now):
+    taker = could_take(capability, now)
+    if taker is None:
         return None
-    state = lock_state(capability)
+    state = lock_state(capability, wait=wait)
+    if state is None:
+        db.session.info.setdefault(WINNERS, []).append(taker)
+        return None
     candidates = [agents.setdefault(c.agent_id, c) for c in survey(capability, now)]
     pool = [c for c in candidates if c.exclusion() is None]
     if not pool:
@@ -461,6 +476,7 @@ def route(
     *,
     avoid: dict[str, str] | None = None,
     unwritten: dict[str, list[Task]] | None = None,
+    wait: bool = True,
 ) -> list[tuple[str, str]]:
     """Assign the claimable tasks of these capabilities, in queue order across all of them,
     while slots are free; the winners are woken once the transaction commits.
@@ -469,13 +485,14 @@ def route(
     each other in a cycle), then their tasks are assigned in one queue: an agent with two
     of them and one free slot gets the better task, whichever capability it needs. Runs in
     the caller's transaction (never commits); returns (task id, agent id) pairs.
+    ``wait=False``: a capability another router holds is left out (see ``prepare``).
     """
     agents: dict[str, Candidate] = {}
     passes: dict[str, Pass] = {}
     queue: list[Task] = []
     for capability in sorted(set(capabilities)):
         fresh = (unwritten or {}).get(capability, ())
-        prepared = prepare(capability, now, agents, fresh)
+        prepared = prepare(capability, now, agents, fresh, wait=wait)
         if prepared is not None:
             passes[capability], tasks = prepared
             queue += tasks
@@ -533,6 +550,15 @@ def route_recorded(session: Session) -> None:
     else routing reads (a submit, a batch), they are routed before their INSERT, with
     autoflush off: a routed one is inserted ASSIGNED, its row written once instead of
     inserted PENDING and updated.
+
+    A capability another router holds right now is not waited for: its tasks commit
+    PENDING and an agent that might take one is woken, whose claim routes them with
+    whatever else waits (a claim routes the queue before it looks). Every router of a
+    capability takes its one routing row, so under load submits queued behind each other
+    for it (S3 of bench/ains.py: 22 submits/s, 330 ms each, all but the lock holder
+    waiting on that row). Tasks with an agent to avoid (taken back from it) wait for the
+    row: the claim's pass would not know whom to avoid. Should the wake-up be lost, the
+    sweep's backlog look routes them within a second.
     """
     recorded = session.info.pop(ROUTABLE_TASKS, None)
     avoid = session.info.pop(AVOID, None)
@@ -549,11 +575,12 @@ def route_recorded(session: Session) -> None:
         return
     capabilities = {task.capability_required for task in claimable.values()}
     unwritten = routable_unwritten(session, list(claimable.values()), now)
+    wait = bool(avoid)
     if unwritten is None:
-        route(capabilities, now, avoid=avoid)
+        route(capabilities, now, avoid=avoid, wait=wait)
         return
     with session.no_autoflush:
-        route(capabilities, now, avoid=avoid, unwritten=unwritten)
+        route(capabilities, now, avoid=avoid, unwritten=unwritten, wait=wait)
 
 
 def routable_unwritten(
@@ -827,6 +854,7 @@ def set_default_strategy(
             [{"field": "capability", "message": "1 to 200 characters"}],
         )
     state = lock_state(capability)
+    assert state is not None  # waited for
     audit.note(
         target_type="capability",
         target_id=capability,

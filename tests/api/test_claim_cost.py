@@ -326,3 +326,69 @@ def test_a_claim_routes_when_a_slot_frees_between_its_two_looks(
     claimed = api.claim(agent_id, agent, wait_seconds=0)
     assert [t["task_id"] for t in claimed] == [waiting["task_id"]]
     assert seen == [True, False]  # skipped, then routed on the second look
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="SQLite has no row locks to hold")
+def test_a_submit_does_not_wait_for_a_busy_router_and_the_woken_claim_routes_it(
+    app: Flask, api: Api, personas: Personas
+) -> None:
+    agent_id, agent = api.register_agent(personas.fleet)
+    first = api.submit(personas.client)  # creates the capability's routing row
+    assert first["status"] == "ASSIGNED"
+    assert [t["task_id"] for t in api.claim(agent_id, agent)] == [first["task_id"]]
+    done = api.post(
+        f"/ains/tasks/{first['task_id']}/complete", agent, json={"result_data": {"ok": 1}}
+    )
+    assert done.status_code == 200, done.get_json()
+    out: dict[str, Any] = {}
+
+    def long_poll() -> None:
+        started = time.monotonic()
+        response = app.test_client().post(
+            f"/ains/agents/{agent_id}/tasks/claim",
+            json={"max_tasks": 1, "wait_seconds": 10},
+            headers=agent.headers,
+        )
+        out["status"], out["body"] = response.status_code, response.get_json()
+        out["elapsed"] = time.monotonic() - started
+
+    with app.app_context():
+        engine = db.engine
+    poller = threading.Thread(target=long_poll)
+    with engine.connect() as router:
+        # Another router (a claim, the sweep) holds the capability's routing row.
+        router.exec_driver_sql(
+            "SELECT capability FROM capability_routing WHERE capability = %s FOR UPDATE",
+            ("report-v1",),
+        )
+        poller.start()
+        time.sleep(0.5)  # the poll looked at the empty queue and waits
+        submitted: dict[str, Any] = {}
+
+        def submit() -> None:
+            response = app.test_client().post(
+                "/ains/tasks",
+                json={"task_type": "report", "capability_required": "report-v1"},
+                headers=personas.client.headers,
+            )
+            submitted.update(response.get_json(), code=response.status_code)
+
+        submitter = threading.Thread(target=submit, daemon=True)
+        submitter.start()
+        submitter.join(timeout=2)
+        # Answered without waiting for the row: committed unrouted, the agent woken.
+        assert not submitter.is_alive(), "the submit waited for the routing row"
+        task = submitted
+        assert task["code"] == 201, task
+        assert task["status"] == "PENDING" and task["assigned_agent_id"] is None
+        time.sleep(0.5)
+        # The woken claim routes what waits: it waits for the row, as routers do.
+        assert poller.is_alive()
+        router.rollback()
+        released = time.monotonic()
+    poller.join(timeout=10)
+    assert out["status"] == 200, out
+    assert [t["task_id"] for t in out["body"]["tasks"]] == [task["task_id"]]
+    assert time.monotonic() - released < 3 and out["elapsed"] < 8, out["elapsed"]
+    shown = api.get(f"/ains/tasks/{task['task_id']}", personas.client).get_json()
+    assert [e["to_status"] for e in shown["events"]] == ["PENDING", "ASSIGNED", "ACTIVE"]
