@@ -83,7 +83,8 @@ DECISION_CANDIDATES = 10
 # fastest_response: completed tasks before an agent's average counts as measured.
 MIN_SAMPLES = 3
 # Session.info keys (besides models.ROUTABLE_TASKS): the agent to avoid per task, and the
-# winners to wake once the transaction has committed.
+# agents to wake once the transaction has committed (the winners, one entry per task; and
+# one per capability whose routing was skipped, whose claim will route it: prepare).
 AVOID = "ains_route_avoid"
 WINNERS = "ains_route_winners"
 
@@ -286,6 +287,12 @@ ROUTING_STATE = (
 )
 # The same row, only if no other router holds it (see route_recorded).
 ROUTING_STATE_IF_FREE = ROUTING_STATE.with_for_update(skip_locked=True)
+ROUTING_STATE_EXISTS = db.select(CapabilityRouting.capability).where(
+    CapabilityRouting.capability == bindparam("capability")
+)
+# When a routing pass is skipped: the agent to wake, whose claim routes what waits. Of
+# those that might take a task, the one running the fewest (the likeliest to be polling).
+WAKE_TO_ROUTE = COULD_TAKE.order_by(Agent.active_tasks, Agent.id)
 
 
 def survey(capability: str, now: datetime) -> list[Candidate]:
@@ -374,7 +381,11 @@ def lock_state(capability: str, *, wait: bool = True) -> CapabilityRouting | Non
     state = db.session.scalars(query, {"capability": capability}).first()
     if state is not None:
         return state
-    # Missing (or, not waiting, held): created if missing, then read again.
+    # Held, not missing: no INSERT, whose conflict check would wait for a holder that has
+    # updated the row (a router writes round_robin_after), as FOR UPDATE would.
+    if not wait and db.session.scalar(ROUTING_STATE_EXISTS, {"capability": capability}):
+        return None
+    # Missing: created (waiting only for another transaction creating it now), then read.
     dialect = db.session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     db.session.execute(
@@ -451,12 +462,15 @@ def prepare(
     agent that might take a task is woken once this transaction commits: its claim
     routes what waits (``route_recorded`` says why).
     """
-    taker = could_take(capability, now)
-    if taker is None:
+    if could_take(capability, now) is None:
         return None
     state = lock_state(capability, wait=wait)
     if state is None:
-        db.session.info.setdefault(WINNERS, []).append(taker)
+        fresh_after = now - timedelta(seconds=settings.lease_seconds)
+        params = {"capability": capability, "fresh_after": fresh_after}
+        taker = db.session.scalar(WAKE_TO_ROUTE, params)
+        if taker is not None:
+            db.session.info.setdefault(WINNERS, []).append(taker)
         return None
     candidates = [agents.setdefault(c.agent_id, c) for c in survey(capability, now)]
     pool = [c for c in candidates if c.exclusion() is None]
@@ -626,7 +640,7 @@ def spare_wakeups(session: Session, agent_id: str, count: int) -> None:
 
 
 def winners_committed(session: Session) -> list[str]:
-    """After commit: the agents that were assigned tasks, to wake."""
+    """After commit: the agents to wake (assigned tasks, or to route a skipped pass)."""
     return session.info.pop(WINNERS, None) or []
 
 

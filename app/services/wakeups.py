@@ -1,7 +1,9 @@
 """Wake a long-polling agent when a task is assigned to it.
 
 Routing assigns each task to one agent; once that commits, one token is pushed on the
-agent's Redis list and its waiting claim pops it (BLPOP) and takes the task. Tokens only
+agent's Redis list and its waiting claim pops it (BLPOP) and takes the task. (A routing
+pass skipped because another router held the capability wakes one agent that might take
+the work instead: its claim routes what waits.) Tokens only
 nudge: the database still decides who gets what, so a lost, stale or extra token (or a
 flushed or absent Redis) costs at most a wasted or delayed claim, never a task.
 
@@ -54,7 +56,7 @@ class Wakeups:
         self.redis = client
 
     def notify_agents(self, agent_ids: Iterable[str]) -> None:
-        """One token per task assigned to each agent (pass one entry per task)."""
+        """One token per entry: per task assigned to the agent, or per pass it is to do."""
         if self.redis is None:
             return
         counts = Counter(agent_ids)

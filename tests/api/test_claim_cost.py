@@ -328,9 +328,18 @@ def test_a_claim_routes_when_a_slot_frees_between_its_two_looks(
     assert seen == [True, False]  # skipped, then routed on the second look
 
 
+# How another router holds the capability's routing row: locked, or also written (a
+# router's round_robin_after), which an INSERT's conflict check would wait for.
+HOLDS = {
+    "locked": "SELECT capability FROM capability_routing WHERE capability = %s FOR UPDATE",
+    "written": "UPDATE capability_routing SET updated_at = now() WHERE capability = %s",
+}
+
+
 @pytest.mark.skipif(not IS_POSTGRES, reason="SQLite has no row locks to hold")
+@pytest.mark.parametrize("hold", sorted(HOLDS))
 def test_a_submit_does_not_wait_for_a_busy_router_and_the_woken_claim_routes_it(
-    app: Flask, api: Api, personas: Personas
+    app: Flask, api: Api, personas: Personas, hold: str
 ) -> None:
     agent_id, agent = api.register_agent(personas.fleet)
     first = api.submit(personas.client)  # creates the capability's routing row
@@ -357,10 +366,7 @@ def test_a_submit_does_not_wait_for_a_busy_router_and_the_woken_claim_routes_it(
     poller = threading.Thread(target=long_poll)
     with engine.connect() as router:
         # Another router (a claim, the sweep) holds the capability's routing row.
-        router.exec_driver_sql(
-            "SELECT capability FROM capability_routing WHERE capability = %s FOR UPDATE",
-            ("report-v1",),
-        )
+        router.exec_driver_sql(HOLDS[hold], ("report-v1",))
         poller.start()
         time.sleep(0.5)  # the poll looked at the empty queue and waits
         submitted: dict[str, Any] = {}
