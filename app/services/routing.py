@@ -317,13 +317,17 @@ def survey(capability: str, now: datetime) -> list[Candidate]:
     ]
 
 
-def could_take(capability: str, now: datetime) -> str | None:
-    """An agent of the capability that might take a task (available, fresh, and with a
-    slot its running tasks leave free), or None. One indexed read, no lock: its assigned
-    tasks only add to an agent's load, so None is certain as of the read."""
+def could_take(capability: str, now: datetime) -> bool:
+    """Whether any agent of the capability might take a task: available, fresh, and with a
+    slot its running tasks leave free. One indexed read, no lock: its assigned tasks only
+    add to an agent's load, so False is certain as of the read."""
+    return db.session.execute(COULD_TAKE, taker_params(capability, now)).first() is not None
+
+
+def taker_params(capability: str, now: datetime) -> dict[str, Any]:
+    """The parameters of COULD_TAKE and WAKE_TO_ROUTE."""
     fresh_after = now - timedelta(seconds=settings.lease_seconds)
-    params = {"capability": capability, "fresh_after": fresh_after}
-    return db.session.scalar(COULD_TAKE, params)
+    return {"capability": capability, "fresh_after": fresh_after}
 
 
 def narrow(pool: list[Candidate], avoid: set[str]) -> list[Candidate]:
@@ -462,13 +466,11 @@ def prepare(
     agent that might take a task is woken once this transaction commits: its claim
     routes what waits (``route_recorded`` says why).
     """
-    if could_take(capability, now) is None:
+    if not could_take(capability, now):
         return None
     state = lock_state(capability, wait=wait)
     if state is None:
-        fresh_after = now - timedelta(seconds=settings.lease_seconds)
-        params = {"capability": capability, "fresh_after": fresh_after}
-        taker = db.session.scalar(WAKE_TO_ROUTE, params)
+        taker = db.session.scalar(WAKE_TO_ROUTE, taker_params(capability, now))
         if taker is not None:
             db.session.info.setdefault(WINNERS, []).append(taker)
         return None

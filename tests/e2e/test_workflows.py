@@ -104,10 +104,14 @@ def transitions(task: dict[str, Any]) -> list[tuple[str | None, str]]:
     return [(e["from_status"], e["to_status"]) for e in task["events"]]
 
 
-def event(task: dict[str, Any], from_status: str | None, to_status: str) -> dict[str, Any]:
-    found = [
+def events(task: dict[str, Any], from_status: str | None, to_status: str) -> list[dict[str, Any]]:
+    return [
         e for e in task["events"] if (e["from_status"], e["to_status"]) == (from_status, to_status)
     ]
+
+
+def event(task: dict[str, Any], from_status: str | None, to_status: str) -> dict[str, Any]:
+    found = events(task, from_status, to_status)
     assert len(found) == 1, (from_status, to_status, task["events"])
     return found[0]
 
@@ -115,9 +119,7 @@ def event(task: dict[str, Any], from_status: str | None, to_status: str) -> dict
 def first_event(task: dict[str, Any], from_status: str, to_status: str) -> dict[str, Any]:
     """The first such transition: a reservation given back to better-queued work that was
     waiting unrouted is routed again (README, Routing), so there may be several."""
-    found = [
-        e for e in task["events"] if (e["from_status"], e["to_status"]) == (from_status, to_status)
-    ]
+    found = events(task, from_status, to_status)
     assert found, (from_status, to_status, task["events"])
     return found[0]
 
