@@ -60,6 +60,7 @@ BATCH_SIZE = 100  # the API's maximum per POST /ains/tasks/batch (and per batch 
 TEXT = "x" * 100  # the payload every system gets
 BATCH_COMPLETE_PATH = "/ains/agents/{agent_id}/tasks/complete"
 ERROR_PAUSE = 0.1
+WARMUP_SECONDS = 1.0  # S1, S3: untimed singles at the scenario's rate before the timed ones
 SOAK_SUBMITTERS = 4  # S5: submitter threads (open loop)
 S4_SETTLE_SECONDS = 15  # S4: from the agents' start to the measurement
 # S5: how long the retention job rests once caught up (REST_AFTER_CAUGHT_UP in
@@ -638,20 +639,30 @@ def open_loop_singles(
     senders: int,
     errors: ErrorLog,
     scenario: str,
+    warmup_seconds: float = WARMUP_SECONDS,
 ) -> dict[str, Any]:
     """``rate`` single ``POST /ains/tasks`` per second for ``seconds``, on a fixed schedule
     (open loop: a slow answer does not delay the next send), from ``senders`` keep-alive
-    sessions. Round trips, achieved rate, how late the sends left."""
-    total = int(rate * seconds)
+    sessions. Round trips, achieved rate, how late the sends left.
+
+    The schedule starts ``warmup_seconds`` earlier, at the same rate and from the same
+    sessions, untimed: a freshly booted server's first requests open its database
+    connections and compile its statements (the baselines likewise send untimed enqueues
+    first). ``offered``/``ok`` count every submit; ``ids`` and the figures only the timed
+    ones."""
+    warm = int(rate * warmup_seconds)
+    total = warm + int(rate * seconds)
     interval = 1.0 / rate
     lock = threading.Lock()
     next_index = [0]
     rtts: list[float] = []
     late: list[float] = []
     ids: list[str] = []
+    accepted = [0]
     start = time.monotonic() + 0.2
-    give_up = start + seconds + 30
-    last_answer = [start]
+    timed_start = start + warm * interval
+    give_up = timed_start + seconds + 30
+    last_answer = [timed_start]
 
     def sender() -> None:
         api = Api(dep.base, dep.client_key)
@@ -677,6 +688,9 @@ def open_loop_singles(
                     errors.add(scenario, "submit", response.status_code, response.text)
                     continue
                 with lock:
+                    accepted[0] += 1
+                    if index < warm:
+                        continue
                     rtts.append(answered - sent)
                     late.append(sent - due)
                     ids.append(response.json()["task_id"])
@@ -689,11 +703,13 @@ def open_loop_singles(
         thread.start()
     for thread in threads:
         thread.join()
-    wall = last_answer[0] - start
+    wall = last_answer[0] - timed_start
     p50, p99 = ms_stats(rtts)
     return {
         "offered": total,
-        "ok": len(rtts),
+        "ok": accepted[0],
+        "warmup": warm,
+        "timed_ok": len(rtts),
         "ids": ids,
         "p50_ms": p50,
         "p99_ms": p99,
@@ -750,6 +766,7 @@ def s1_submit(
             "batch_clients": batch_clients,
             "agents": "none registered (tasks stay PENDING; nothing to route to)",
             "single_late_p99_ms": single["late_p99_ms"],
+            "single_warmup": f"{single['warmup']} untimed singles first, at the same rate",
             "batch_seconds": batch_seconds,
             "web": f"{target.web_workers} gunicorn workers x {target.web_threads} threads",
         },
@@ -937,6 +954,7 @@ def s3_latency(
             "claim_wait_seconds": 20,
             "completion": "batch" if batch else "single",
             "times": "server created_at -> claimed_at / completed_at (GET /ains/tasks after)",
+            "warmup": f"{single['warmup']} untimed singles first, at the same rate",
             "submit_p50_ms": single["p50_ms"],
             "submit_p99_ms": single["p99_ms"],
         },
