@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,11 @@ def standard_meter(dep: Deployment) -> CpuMeter:
     return CpuMeter(groups)
 
 
+def meter_into(dep: Deployment, meters: list[CpuMeter]) -> Callable[[], None]:
+    """A callback that starts the standard meter and keeps it in ``meters``."""
+    return lambda: meters.append(standard_meter(dep))
+
+
 # --------------------------------------------------------------------------- the agent
 
 
@@ -640,6 +646,7 @@ def open_loop_singles(
     errors: ErrorLog,
     scenario: str,
     warmup_seconds: float = WARMUP_SECONDS,
+    at_timed_start: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """``rate`` single ``POST /ains/tasks`` per second for ``seconds``, on a fixed schedule
     (open loop: a slow answer does not delay the next send), from ``senders`` keep-alive
@@ -649,7 +656,7 @@ def open_loop_singles(
     sessions, untimed: a freshly booted server's first requests open its database
     connections and compile its statements (the baselines likewise send untimed enqueues
     first). ``offered``/``ok`` count every submit; ``ids`` and the figures only the timed
-    ones."""
+    ones. ``at_timed_start`` is called when the timed part is due (to start a CpuMeter)."""
     warm = int(rate * warmup_seconds)
     total = warm + int(rate * seconds)
     interval = 1.0 / rate
@@ -701,6 +708,9 @@ def open_loop_singles(
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
     for thread in threads:
         thread.start()
+    if at_timed_start is not None:
+        time.sleep(max(0.0, timed_start - time.monotonic()))
+        at_timed_start()
     for thread in threads:
         thread.join()
     wall = last_answer[0] - timed_start
@@ -737,12 +747,14 @@ def s1_submit(
     """S1: single submits at a steady open-loop ``rate``; then batches of 100."""
     errors = ErrorLog()
     with Deployment(target, "s1") as dep:
-        meter = standard_meter(dep)
-        single = open_loop_singles(dep, rate, seconds, senders, errors, "s1")
+        meters: list[CpuMeter] = []  # from the timed singles on
+        single = open_loop_singles(
+            dep, rate, seconds, senders, errors, "s1", at_timed_start=meter_into(dep, meters)
+        )
         started = time.monotonic()
         accepted = batch_submit(dep, batch_tasks, batch_clients, errors, "s1")
         batch_seconds = time.monotonic() - started
-        cpu = meter.read()
+        cpu = meters[0].read()
         by_status = dep.tasks_by_status()
     expected = {"PENDING": single["ok"] + accepted}
     problems = common_checks(dep, errors)
@@ -913,10 +925,12 @@ def s3_latency(
         batch = dep.has_batch_complete()
         running = run_agents(dep, agents, tally, errors, "s3", 20, batch)
         time.sleep(2)  # every agent reaches its long poll on the empty queue
-        meter = standard_meter(dep)
-        single = open_loop_singles(dep, rate, seconds, senders, errors, "s3")
+        meters: list[CpuMeter] = []  # from the timed singles on
+        single = open_loop_singles(
+            dep, rate, seconds, senders, errors, "s3", at_timed_start=meter_into(dep, meters)
+        )
         finished = wait_for(lambda: tally.completed >= single["ok"], 30)
-        cpu = meter.read()
+        cpu = meters[0].read()
         for agent in running:
             agent.shut()
         times = list_task_times(dep)
